@@ -1,0 +1,1 @@
+"""Benchmarks behind ``python -m asmlp bench …`` (results are recorded in BENCHMARKS.md, never asserted in tests)."""

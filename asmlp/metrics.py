@@ -1,0 +1,57 @@
+"""Model metrics: parameters and multiply-accumulates, counted without arithmetic on the meta device.
+
+MACs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-accumulate of
+matmuls and convolutions (norms, activations and data movement such as the axial shift count 0). Papers report
+MACs under the name "FLOPs" (AS-MLP Table 1 and 6, Swin, SETR), so :func:`count_gmacs` returns FLOPs / 2 / 1e9.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ['count_params', 'count_gmacs', 'unfused_attention']
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared tensors counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+@contextlib.contextmanager
+def unfused_attention(model: nn.Module) -> Iterator[None]:
+    """Run timm attention as explicit matmuls: FlopCounterMode does not count fused SDPA kernels on the CPU."""
+    fused = [m for m in model.modules() if getattr(m, 'fused_attn', False)]
+    for m in fused:
+        m.fused_attn = False
+    try:
+        yield
+    finally:
+        for m in fused:
+            m.fused_attn = True
+
+
+def count_gmacs(model: nn.Module, input_size: tuple[int, ...], forward=None) -> float:
+    """GMACs (1e9 multiply-accumulates) of one forward at ``input_size`` (N, C, H, W).
+
+    The model is run on meta tensors (no arithmetic, no memory): build it under ``torch.device('meta')`` or pass
+    a real model, whose parameters are then only read for their shapes. ``forward(model, x)`` overrides the call.
+    """
+    device = next(model.parameters()).device
+    x = torch.empty(input_size, device=device if device.type == 'meta' else 'meta')
+    if device.type != 'meta':
+        model = _meta_copy(model)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), unfused_attention(model), counter:
+        (forward or (lambda m, t: m(t)))(model, x)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    import copy
+    with torch.device('meta'):
+        clone = copy.deepcopy(model).to('meta')
+    return clone
