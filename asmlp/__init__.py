@@ -1,9 +1,10 @@
-"""AS-MLP architecture explorer: the axial shift op, the AS-MLP backbone (timm models ``asmlp_*``) and tools.
+"""AS-MLP architecture explorer: the axial shift op, AS-MLP / Swin / SETR segmenters, the zoo and metrics.
 
-``import asmlp`` registers ``asmlp_tiny``, ``asmlp_small`` and ``asmlp_base`` with timm.
+``import asmlp`` registers the AS-MLP classifiers ``asmlp_tiny``, ``asmlp_small`` and ``asmlp_base`` with timm.
 """
 from . import models, ops
 from .ops import axial_shift
+from .zoo import create_segmenter, list_models, model_entry
 
 __version__ = '0.1.0'
-__all__ = ['axial_shift', 'models', 'ops']
+__all__ = ['axial_shift', 'create_segmenter', 'list_models', 'model_entry', 'models', 'ops']

@@ -8,24 +8,28 @@ import sys
 def _info(args: argparse.Namespace) -> None:
     import json
 
-    import timm
-    import torch
+    from .metrics import segmenter_metrics
+    from .zoo import list_models
 
-    import asmlp  # noqa: F401  (registers the models)
-    from .metrics import count_gmacs, count_params
-
-    height, width = args.size
-    rows = []
-    for name in timm.list_models('asmlp_*'):
-        with torch.device('meta'):
-            model = timm.create_model(name).eval()
-        rows.append(dict(name=name, params=count_params(model), gmacs=count_gmacs(model, (1, 3, height, width))))
+    rows = [segmenter_metrics(name, tuple(args.size)) for name in list_models()]
     if args.json:
         print(json.dumps(rows))
         return
-    print(f'{"model":<14} {"params (M)":>11} {f"GMACs @ {height}x{width}":>18}')
+    height, width = args.size
+
+    def fmt(value, spec):
+        return '-' if value is None else format(value, spec)
+
+    header = (f'{"model":<28} {"params M":>9} {"no aux M":>9} {f"GMACs@{height}x{width}":>15} {"mode":>6} '
+              f'{"paper M":>8} {"paper GMACs":>11} {"mIoU SS":>8} {"mIoU MS":>8}')
+    print(header)
     for r in rows:
-        print(f'{r["name"]:<14} {r["params"] / 1e6:>11.2f} {r["gmacs"]:>18.2f}')
+        print(f'{r["name"]:<28} {r["params"] / 1e6:>9.2f} {r["params_no_aux"] / 1e6:>9.2f} {r["gmacs"]:>15.1f} '
+              f'{r["inference"]:>6} {fmt(r["paper_params"] and r["paper_params"] / 1e6, ".0f"):>8} '
+              f'{fmt(r["paper_gmacs"], ".0f"):>11} {fmt(r["paper_miou_ss"], ".2f"):>8} {fmt(r["paper_miou_ms"], ".2f"):>8}')
+    print(f'\nGMACs = 1e9 multiply-accumulates (FLOPs / 2, the papers\' "FLOPs") of one inference forward at '
+          f'{height}x{width}: backbone + decode head, auxiliary heads excluded; "slide" models count every crop '
+          f'of their sliding window. Parameters include auxiliary heads unless "no aux". Sources: asmlp/data/zoo.json.')
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -44,8 +48,8 @@ def _positive_size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m asmlp', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
-    info = sub.add_parser('info', help='table of the models: parameters and GMACs')
-    info.add_argument('--size', nargs=2, type=_positive_size, default=(224, 224), metavar=('H', 'W'))
+    info = sub.add_parser('info', help='table of the zoo models: parameters, GMACs, published numbers')
+    info.add_argument('--size', nargs=2, type=_positive_size, default=(512, 2048), metavar=('H', 'W'))
     info.add_argument('--json', action='store_true', help='print only a JSON list')
     info.set_defaults(func=_info)
     bench = sub.add_parser('bench', help='benchmarks (results belong in BENCHMARKS.md)')

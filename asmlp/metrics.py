@@ -55,3 +55,29 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     with torch.device('meta'):
         clone = copy.deepcopy(model).to('meta')
     return clone
+
+
+def segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048)) -> dict:
+    """Parameters (with and without auxiliary heads) and inference GMACs at ``size`` (H, W) of a zoo model,
+    counted on the meta device, beside the published numbers.
+
+    GMACs are those of the inference forward as the model runs at that size (backbone + neck + decode head, as
+    mmcv's get_flops; SETR: every crop of its sliding window), auxiliary heads excluded.
+    """
+    from .zoo import create_segmenter, model_entry
+
+    entry = model_entry(name)
+    height, width = size
+    if height < 1 or width < 1:
+        raise ValueError(f'sizes must be >= 1, got {height}x{width}')
+    with torch.device('meta'):
+        model = create_segmenter(name).eval()
+    params = count_params(model)
+    aux = count_params(model.auxiliary_head) if hasattr(model, 'auxiliary_head') else 0
+    published = entry['published']
+    return dict(
+        name=name, family=entry['family'], title=entry['title'], inference=entry['inference']['mode'],
+        params=params, params_no_aux=params - aux, gmacs=count_gmacs(model, (1, 3, height, width)), size=[height, width],
+        paper_params=published['params'], paper_gmacs=published['gmacs'], paper_miou_ss=published['miou_ss'],
+        paper_miou_ms=published['miou_ms'], paper_source=published['source'],
+    )

@@ -1,0 +1,103 @@
+"""Segmenter: mmseg preprocessing, whole / slide inference, predict(), argument checks (tiny models, CPU)."""
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+import asmlp  # noqa: F401
+from asmlp.models.heads import FCNHead, UPerHead
+from asmlp.models.segmenter import InferenceConfig, Segmenter
+from asmlp.preprocess import ADE20K_MEAN, preprocess, rescale_size
+
+
+def tiny_upernet(num_classes=5, **inference):
+    backbone = timm.create_model('asmlp_tiny', features_only=True, embed_dim=8, depths=(1, 1, 1, 1))
+    head = UPerHead((8, 16, 32, 64), channels=8, num_classes=num_classes)
+    aux = FCNHead(32, channels=8, num_classes=num_classes)
+    return Segmenter(backbone, head, aux, inference=InferenceConfig(**inference)).eval()
+
+
+class PixelHead(nn.Module):
+    """A 1x1 conv on the image itself: translation-equivariant, so every crop sees the same per-pixel logits."""
+    num_classes = 4
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, feats):
+        return self.conv(feats[0])
+
+
+@pytest.mark.parametrize('hw,expected', [
+    ((480, 640), (512, 683)),  # a typical ADE20K val image (swin-setr-hub.md §2.4: 512x683)
+    ((100, 1000), (205, 2048)),  # long side capped at 2048
+    ((512, 512), (512, 512)),
+    ((1024, 768), (683, 512)),
+])
+def test_keep_ratio_resize_into_2048x512(hw, expected):
+    assert rescale_size(*hw) == expected
+    image = np.random.randint(0, 256, (*hw, 3), dtype=np.uint8)
+    assert preprocess(image).shape == (1, 3, *expected)
+
+
+def test_normalisation_uses_ade20k_mean_and_std():
+    image = np.broadcast_to(np.array(ADE20K_MEAN).round().astype(np.uint8), (4, 4, 3)).copy()
+    x = preprocess(image, scale=None)
+    assert x.abs().max() < 0.02  # the mean colour maps to ~0 in every channel
+
+
+def test_whole_inference_logits_at_input_size():
+    model = tiny_upernet()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 70, 45))
+    assert logits.shape == (2, 5, 70, 45)
+
+
+def test_slide_counts_and_averages_crops(monkeypatch):
+    # mmseg slide_inference at 512x2048, crop 512, stride 341: 1 x 6 crops (swin-setr-hub.md §2.4); 512x683: 2 crops
+    model = Segmenter(nn.Module(), PixelHead(), inference=InferenceConfig('slide', (512, 512), (341, 341)))
+    model.backbone.forward = lambda x: [x]
+    whole = Segmenter(model.backbone, model.decode_head).eval()
+    calls = []
+    original = model.encode_decode
+    monkeypatch.setattr(model, 'encode_decode', lambda x: calls.append(tuple(x.shape[-2:])) or original(x))
+    for size, crops in (((512, 2048), 6), ((512, 683), 2), ((300, 200), 1), ((700, 700), 4)):
+        calls.clear()
+        img = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(model(img), whole(img))  # equal logits in every crop: the average is exact
+        assert len(calls) == crops
+        assert all(c == (min(512, size[0]), min(512, size[1])) for c in calls)
+
+
+def test_predict_returns_a_label_map_at_the_image_size():
+    model = tiny_upernet(num_classes=7)
+    image = np.random.randint(0, 256, (37, 53, 3), dtype=np.uint8)
+    labels = model.predict(image, scale=(128, 64))
+    assert labels.shape == (37, 53) and labels.dtype == np.int64
+    assert labels.min() >= 0 and labels.max() < 7
+
+
+@pytest.mark.parametrize('bad,match', [
+    (np.zeros((8, 8), np.uint8), 'HxWx3'), (np.zeros((8, 8, 4), np.uint8), 'HxWx3'),
+    (np.zeros((8, 8, 3), np.float32), 'uint8'), (np.zeros((0, 8, 3), np.uint8), '>= 1'), ('image.png', 'numpy'),
+])
+def test_predict_refuses_bad_images(bad, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_upernet().predict(bad)
+
+
+@pytest.mark.parametrize('bad,match', [
+    (torch.randn(8, 8), 'NCHW'), (torch.randn(1, 1, 8, 8), 'input channels'), (torch.randn(1, 4, 8, 8), '3'),
+])
+def test_forward_refuses_bad_tensors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_upernet()(bad)
+
+
+@pytest.mark.parametrize('kwargs', [dict(mode='sliding'), dict(mode='slide', crop_size=(0, 512))])
+def test_bad_inference_config(kwargs):
+    with pytest.raises(ValueError):
+        InferenceConfig(**kwargs)
