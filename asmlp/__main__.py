@@ -1,4 +1,4 @@
-"""Command line: ``python -m asmlp info | bench shift``."""
+"""Command line: ``python -m asmlp info | bench shift | bench models``."""
 from __future__ import annotations
 
 import argparse
@@ -35,7 +35,14 @@ def _info(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     if args.what == 'shift':
         from .bench.shift import main
-        main(threads=args.threads, repeat=args.repeat)
+        main(threads=args.threads, repeat=args.repeat or 300)
+    elif args.what == 'models':
+        from .bench.models import DEFAULT_MODELS, main
+        from .zoo import model_entry
+        models = args.models or DEFAULT_MODELS
+        for name in models:
+            model_entry(name)  # unknown names fail here, with the list of known ones
+        main(models, tuple(args.size), repeat=args.repeat or 5, threads=args.threads)
 
 
 def _positive_size(text: str) -> int:
@@ -53,9 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument('--json', action='store_true', help='print only a JSON list')
     info.set_defaults(func=_info)
     bench = sub.add_parser('bench', help='benchmarks (results belong in BENCHMARKS.md)')
-    bench.add_argument('what', choices=['shift'])
+    bench.add_argument('what', choices=['shift', 'models'])
     bench.add_argument('--threads', type=int, default=2)
-    bench.add_argument('--repeat', type=int, default=300)
+    bench.add_argument('--repeat', type=_positive_size, help='timed runs per measurement (shift 300, models 5)')
+    bench.add_argument('--size', nargs=2, type=_positive_size, default=(512, 512), metavar=('H', 'W'),
+                       help='input size of bench models')
+    bench.add_argument('--models', nargs='+', help='zoo names for bench models (default: the light T/S ones)')
     bench.set_defaults(func=_bench)
     return parser
 

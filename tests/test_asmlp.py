@@ -193,3 +193,15 @@ def test_pretrained_loads_an_official_file_from_weights_dir(tmp_path, monkeypatc
     features = timm.create_model('asmlp_tiny', pretrained=True, features_only=True, **kwargs)
     assert torch.equal(features.state_dict()['layers.3.blocks.0.mlp.fc2.weight'],
                        weights['layers.3.blocks.0.mlp.fc2.weight'])
+
+
+def test_output_memory_format_follows_the_input():
+    kwargs = dict(embed_dim=8, depths=(1, 1, 1, 1))
+    features = randomised(timm.create_model('asmlp_tiny', features_only=True, **kwargs)).eval()
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        nchw = features(x)
+        nhwc = features(x.contiguous(memory_format=torch.channels_last))
+    for a, b in zip(nchw, nhwc):
+        assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
