@@ -36,7 +36,11 @@ class InferenceConfig:
 
 
 class Segmenter(nn.Module):
-    """``backbone`` (image -> list of NCHW maps) + optional ``neck`` + ``decode_head`` (+ ``auxiliary_head``)."""
+    """``backbone`` (image -> list of NCHW maps) + optional ``neck`` + ``decode_head`` (+ ``auxiliary_head``).
+
+    State-dict keys follow mmseg's ``EncoderDecoder``: ``backbone.*``, ``neck.*``, ``decode_head.*`` and
+    ``auxiliary_head.*`` for one auxiliary head or ``auxiliary_head.<i>.*`` for several.
+    """
 
     def __init__(
             self,
@@ -52,8 +56,8 @@ class Segmenter(nn.Module):
         if neck is not None:
             self.neck = neck
         self.decode_head = decode_head
-        if isinstance(auxiliary_head, (list, tuple)):
-            auxiliary_head = nn.ModuleList(auxiliary_head)
+        if isinstance(auxiliary_head, (list, tuple)):  # mmseg: one head as is, several as a ModuleList
+            auxiliary_head = auxiliary_head[0] if len(auxiliary_head) == 1 else nn.ModuleList(auxiliary_head) or None
         if auxiliary_head is not None:
             self.auxiliary_head = auxiliary_head
         self.inference = inference
