@@ -81,3 +81,27 @@ def segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048)) -> dict:
         paper_params=published['params'], paper_gmacs=published['gmacs'], paper_miou_ss=published['miou_ss'],
         paper_miou_ms=published['miou_ms'], paper_source=published['source'],
     )
+
+
+def _proc_status_kb(field: str) -> int:
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
+
+
+def peak_memory_mb(fn, device: torch.device) -> float:
+    """Peak memory growth (MiB) while ``fn()`` runs: CUDA allocator peak on GPU; on Linux CPUs the peak resident
+    set (VmHWM, reset through /proc/self/clear_refs) above the resident size before the call. NaN elsewhere."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # resets VmHWM to the current RSS
+        base = _proc_status_kb('VmRSS')
+        fn()
+        return (_proc_status_kb('VmHWM') - base) / 1024
+    except (OSError, StopIteration, ValueError):
+        return float('nan')
