@@ -1,4 +1,4 @@
-"""Command line: ``python -m asmlp info | bench shift | bench models``."""
+"""Command line: ``python -m asmlp info | bench shift | bench models | convert``."""
 from __future__ import annotations
 
 import argparse
@@ -67,13 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help='input size of bench models')
     bench.add_argument('--models', nargs='+', help='zoo names for bench models (default: the light T/S ones)')
     bench.set_defaults(func=_bench)
+    from .convert import register_cli as register_convert
+    register_convert(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
-    return 0
+    return args.func(args) or 0
 
 
 if __name__ == '__main__':
