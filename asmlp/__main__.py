@@ -1,4 +1,4 @@
-"""Command line: ``python -m asmlp info | bench shift | bench models | convert``."""
+"""Command line: ``python -m asmlp info | bench shift | bench models | bench fused | convert``."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,9 @@ def _bench(args: argparse.Namespace) -> None:
     if args.what == 'shift':
         from .bench.shift import main
         main(threads=args.threads, repeat=args.repeat or 300)
+    elif args.what == 'fused':
+        from .bench.fused import main
+        main(repeat=args.repeat or 50)
     elif args.what == 'models':
         from .bench.models import DEFAULT_MODELS, main
         from .zoo import model_entry
@@ -60,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument('--json', action='store_true', help='print only a JSON list')
     info.set_defaults(func=_info)
     bench = sub.add_parser('bench', help='benchmarks (results belong in BENCHMARKS.md)')
-    bench.add_argument('what', choices=['shift', 'models'])
+    bench.add_argument('what', choices=['shift', 'models', 'fused'])
     bench.add_argument('--threads', type=int, default=2)
-    bench.add_argument('--repeat', type=_positive_size, help='timed runs per measurement (shift 300, models 5)')
+    bench.add_argument('--repeat', type=_positive_size, help='timed runs per measurement (shift 300, models 5, fused 50)')
     bench.add_argument('--size', nargs=2, type=_positive_size, default=(512, 512), metavar=('H', 'W'),
                        help='input size of bench models')
     bench.add_argument('--models', nargs='+', help='zoo names for bench models (default: the light T/S ones)')

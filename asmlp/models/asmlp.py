@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.layers import ConvMlp, DropPath, GroupNorm1, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..ops import axial_shift
+from ..ops import axial_shift_mlp, axial_shift_pair, fused_token_mixing_applies
 from ..paths import weights_dir
 
 __all__ = ['ASMLP', 'ASMLPFeatures', 'checkpoint_filter_fn', 'official_checkpoint_name']
@@ -49,11 +49,25 @@ class AxialShift(nn.Module):
         self.norm1 = GroupNorm1(dim)
         self.norm2 = GroupNorm1(dim)
 
+    def _fusable(self) -> bool:
+        """Whether both branches are what ``asmlp.ops.axial_shift_mlp`` fuses: plain 1x1 convs, exact GELU."""
+        convs = (self.conv2_1, self.conv2_2)
+        return (type(self.actn) is nn.GELU and self.actn.approximate == 'none'
+                and all(type(c) is nn.Conv2d and c.kernel_size == (1, 1) and c.stride == (1, 1) and c.groups == 1
+                        and c.padding == (0, 0) and c.dilation == (1, 1) for c in convs)
+                and (self.conv2_1.bias is None) == (self.conv2_2.bias is None))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.actn(self.norm1(self.conv1(x)))
-        x_lr = self.actn(self.conv2_1(axial_shift(x, 3, self.shift_size, self.dilation)))
-        x_td = self.actn(self.conv2_2(axial_shift(x, 2, self.shift_size, self.dilation)))
-        return self.conv3(self.norm2(x_lr + x_td))
+        branch_w, branch_h = self.conv2_1, self.conv2_2
+        params = (branch_w.weight, branch_w.bias, branch_h.weight, branch_h.bias)
+        if self._fusable() and fused_token_mixing_applies(x, *params):
+            # backend "triton" at inference: shifts, both 1x1 convs, GELUs and the sum in one kernel
+            mixed = axial_shift_mlp(x, *params, self.shift_size, self.dilation)
+        else:
+            x_lr, x_td = axial_shift_pair(x, self.shift_size, self.dilation)
+            mixed = self.actn(branch_w(x_lr)) + self.actn(branch_h(x_td))
+        return self.conv3(self.norm2(mixed))
 
 
 class AxialShiftedBlock(nn.Module):

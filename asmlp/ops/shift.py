@@ -6,12 +6,20 @@ there are fewer groups than ``shift_size``). Group ``g`` moves along ``dim`` by 
 positions, ``out[..., i] = in[..., i - offset]``, and positions that come from outside the map are zero.
 ``dilation`` is this project's extension (the paper's ablation, Table 3); the official code has dilation 1.
 
-Two implementations:
+Implementations (backends, :mod:`asmlp.ops.backends`):
 
-* :func:`axial_shift_reference` restates the official pad / chunk / roll / cat / narrow code (the oracle);
-* :func:`axial_shift` writes each output element exactly once: one slice copy per channel group for the part that
-  stays inside the map and one zero fill for the part that enters from outside. Its backward is the same shift
-  with negated offsets (a zero-fill shift's adjoint), so gradients of any order stay exact copies.
+* :func:`axial_shift_reference` restates the official pad / chunk / roll / cat / narrow code (the oracle,
+  backend ``reference``);
+* the fast path (backend ``fast``) writes each output element exactly once: one slice copy per channel group for
+  the part that stays inside the map and one zero fill for the part that enters from outside. Its backward is the
+  same shift with negated offsets (a zero-fill shift's adjoint), so gradients of any order stay exact copies;
+* Triton kernels (backend ``triton``, :mod:`asmlp.ops.shift_triton` through the ``torch.ops.asmlp`` custom ops of
+  :mod:`asmlp.ops.custom_ops`): the same copies, both directions from one read of the input, and AS-MLP's whole
+  token mixing fused into one GEMM kernel at inference (:func:`axial_shift_mlp`).
+
+:func:`axial_shift`, :func:`axial_shift_pair` and :func:`axial_shift_mlp` dispatch to the selected backend
+(``asmlp.ops.use_backend(name)`` or ``$ASMLP_SHIFT_BACKEND``; default ``auto``: Triton for CUDA tensors, else fast).
+Every backend gives bit-identical shifts; :func:`axial_shift_mlp` agrees to floating-point rounding.
 """
 from __future__ import annotations
 
@@ -21,7 +29,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ['axial_shift', 'axial_shift_reference', 'channel_groups', 'validate_shift_args']
+from .backends import resolve_backend
+
+__all__ = ['FUSED_DTYPES', 'axial_shift', 'axial_shift_mlp', 'axial_shift_pair', 'axial_shift_reference',
+           'channel_groups', 'fused_token_mixing_applies', 'validate_shift_args']
 
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -166,8 +177,86 @@ class _AxialShift(torch.autograd.Function):
 def axial_shift(x: torch.Tensor, dim: int, shift_size: int = 5, dilation: int = 1) -> torch.Tensor:
     """Shift the channel groups of NCHW ``x`` along ``dim`` (2 = H, 3 = W); see the module docstring.
 
-    Out of place, keeps ``x``'s memory format (contiguous or channels_last), supports autograd.
-    Bit-identical to :func:`axial_shift_reference`.
+    Out of place, keeps ``x``'s memory format (contiguous or channels_last; the ``reference`` backend returns the
+    official code's strided view), supports autograd. Bit-identical to :func:`axial_shift_reference` on every
+    backend.
     """
     dim = validate_shift_args(x, dim, shift_size, dilation)
+    backend = resolve_backend(x)
+    if backend == 'triton':
+        return torch.ops.asmlp.shift(x, dim, shift_size, dilation, 1)
+    if backend == 'reference':
+        return axial_shift_reference(x, dim, shift_size, dilation)
     return _AxialShift.apply(x, dim, shift_size, dilation, 1)
+
+
+def axial_shift_pair(x: torch.Tensor, shift_size: int = 5, dilation: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(axial_shift(x, 3), axial_shift(x, 2))``: the W- and H-shifted copies AS-MLP's two branches read.
+
+    The ``triton`` backend writes both from one read of ``x`` (one kernel; its backward is one kernel too).
+    """
+    validate_shift_args(x, 3, shift_size, dilation)
+    if resolve_backend(x) == 'triton':
+        return torch.ops.asmlp.shift_pair(x, shift_size, dilation, 1)
+    return axial_shift(x, 3, shift_size, dilation), axial_shift(x, 2, shift_size, dilation)
+
+
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    device_type = x.device.type
+    if device_type in ('cuda', 'cpu') and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
+def _check_mlp_args(x, weight_w, bias_w, weight_h, bias_h) -> None:
+    channels = x.shape[1]
+    for name, weight, bias in (('weight_w', weight_w, bias_w), ('weight_h', weight_h, bias_h)):
+        if weight.dim() not in (2, 4) or weight.shape[1] != channels or weight.shape[2:] not in ((), (1, 1)):
+            raise ValueError(f'{name} must be (Cout, {channels}) or (Cout, {channels}, 1, 1), '
+                             f'got {tuple(weight.shape)}')
+        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f'bias of {name} must have shape ({weight.shape[0]},), got {tuple(bias.shape)}')
+    if weight_w.shape[0] != weight_h.shape[0]:
+        raise ValueError(f'the two branches must have the same output channels, got {weight_w.shape[0]} and '
+                         f'{weight_h.shape[0]}')
+    if (bias_w is None) != (bias_h is None):
+        raise ValueError('either both branches have a bias or neither')
+
+
+def fused_token_mixing_applies(x: torch.Tensor, weight_w: torch.Tensor, bias_w, weight_h: torch.Tensor,
+                               bias_h) -> bool:
+    """Whether :func:`axial_shift_mlp` runs the fused kernel for these tensors: backend ``triton``, no gradient
+    needed (inference; training takes the unfused path), fp32 / fp16 / bf16 (or autocast to one of them), and
+    all tensors of one dtype (unless autocast casts them)."""
+    if resolve_backend(x) != 'triton':
+        return False
+    tensors = [t for t in (x, weight_w, bias_w, weight_h, bias_h) if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    dtype = _compute_dtype(x)
+    return dtype in FUSED_DTYPES and (dtype != x.dtype or all(t.dtype == dtype for t in tensors))
+
+
+def axial_shift_mlp(x: torch.Tensor, weight_w: torch.Tensor, bias_w: torch.Tensor | None, weight_h: torch.Tensor,
+                    bias_h: torch.Tensor | None, shift_size: int = 5, dilation: int = 1) -> torch.Tensor:
+    """AS-MLP's token mixing: ``GELU(conv_W(shift_W(x))) + GELU(conv_H(shift_H(x)))`` (1x1 convs, exact GELU).
+
+    ``weight_*`` are the 1x1 conv weights, (Cout, C, 1, 1) or (Cout, C); ``bias_*`` their biases (or both None).
+    Where :func:`fused_token_mixing_applies`, one Triton kernel computes it without ever writing a shifted copy
+    (``torch.ops.asmlp.shift_mlp``); otherwise the shifts of the selected backend feed ``F.conv2d`` and ``F.gelu``.
+    The output keeps ``x``'s memory format (contiguous or channels_last).
+    """
+    validate_shift_args(x, 3, shift_size, dilation)
+    _check_mlp_args(x, weight_w, bias_w, weight_h, bias_h)
+    if fused_token_mixing_applies(x, weight_w, bias_w, weight_h, bias_h):
+        dtype = _compute_dtype(x)
+        cast = (lambda t: t if t is None else t.to(dtype))  # noqa: E731  (autocast, like F.conv2d's)
+        return torch.ops.asmlp.shift_mlp(cast(x), cast(weight_w), cast(bias_w), cast(weight_h), cast(bias_h),
+                                         shift_size, dilation)
+    x_w, x_h = axial_shift_pair(x, shift_size, dilation)
+    weight_w = weight_w.reshape(weight_w.shape[0], -1, 1, 1)
+    weight_h = weight_h.reshape(weight_h.shape[0], -1, 1, 1)
+    return F.gelu(F.conv2d(x_w, weight_w, bias_w)) + F.gelu(F.conv2d(x_h, weight_h, bias_h))
