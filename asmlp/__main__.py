@@ -1,4 +1,4 @@
-"""Command line: ``python -m asmlp info | bench shift | bench models | bench fused | convert``."""
+"""Command line: ``python -m asmlp info | bench shift | bench models | bench fused | convert | pin | publish``."""
 from __future__ import annotations
 
 import argparse
@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--models', nargs='+', help='zoo names for bench models (default: the light T/S ones)')
     bench.set_defaults(func=_bench)
     from .convert import register_cli as register_convert
+    from .hub import register_cli as register_hub
     register_convert(sub)
+    register_hub(sub)
     return parser
 
 

@@ -63,8 +63,23 @@ def _build(spec: dict[str, Any], registry: dict[str, Any], **overrides) -> nn.Mo
     return registry[spec['type']](*([spec['name']] if 'name' in spec else []), **{**spec['kwargs'], **overrides})
 
 
-def create_segmenter(name: str, num_classes: int | None = None) -> Segmenter:
-    """Build the zoo segmenter ``name`` with random weights (``num_classes`` overrides the heads' 150)."""
+def create_segmenter(name: str, num_classes: int | None = None, pretrained: bool = False) -> Segmenter:
+    """Build the zoo segmenter ``name``: random weights (``num_classes`` overrides the heads' 150), or with
+    ``pretrained=True`` the best weights :func:`asmlp.hub.load_pretrained` finds (in eval mode).
+
+    Pretrained weights are not guaranteed: without any, the model stays untrained. Call ``load_pretrained`` to get
+    the status that says what was loaded (ADE20K, ImageNet backbone only, demo or none).
+    """
+    if pretrained:
+        if num_classes not in (None, 150):
+            raise ValueError(f'pretrained weights have 150 ADE20K classes; num_classes={num_classes} needs '
+                             f'pretrained=False')
+        from .hub import load_pretrained
+        model, status = load_pretrained(name)
+        if not status.pretrained:
+            import logging
+            logging.getLogger('asmlp.hub').warning('%s: %s', name, status.message)
+        return model
     entry = model_entry(name)
     classes = {} if num_classes is None else {'num_classes': num_classes}
     return Segmenter(
