@@ -1,0 +1,23 @@
+"""AS-MLP architecture explorer — Gradio app (``python app.py``; also the Hugging Face Space entry point)."""
+import os
+
+os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # no background network calls at start-up
+os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
+
+
+def main() -> None:
+    import argparse
+
+    from asmlp.ui import build_app
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--host', default=os.environ.get('GRADIO_SERVER_NAME', '127.0.0.1'))
+    parser.add_argument('--port', type=int, default=int(os.environ.get('GRADIO_SERVER_PORT', 7860)))
+    args = parser.parse_args()
+    demo = build_app()
+    demo.queue(max_size=16, default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, footer_links=['api', 'settings'])
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,264 @@
+"""The Gradio app: compare segmenters side by side, measure them, and explain the axial shift.
+
+``build_app()`` returns the ``gr.Blocks``; ``app.py`` launches it. Event handlers stay thin: the work is done by
+:mod:`asmlp.service` (models, segmentation, measurements), :mod:`asmlp.viz` (masks, overlays, legends) and
+:mod:`asmlp.explain` (the explainer's figures).
+"""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import plotly
+import torch
+
+from . import viz
+from .report import metrics_figure, metrics_table, paper_table
+from .image_io import ImageInputError, load_image
+from .paths import REPO_ROOT
+from .service import DEFAULT_MODELS, DEVICES, PRECISIONS, Engine, check_model_names
+from .zoo import list_models, model_entry
+
+EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
+PLOTLY_JS_DIR = Path(plotly.__file__).parent / 'package_data'
+MAX_PANELS = 8
+
+# plotly figures with animation frames are drawn by plotly.js in a gr.HTML (gr.Plot drops frames; env-check.md §4.4)
+ANIMATED_FIGURE_JS = """
+const draw = () => {
+  if (!props.value) return;
+  const fig = JSON.parse(props.value);
+  const div = element.querySelector('.plotly-anim');
+  const go = () => window.Plotly
+    ? Plotly.newPlot(div, fig.data, fig.layout, {responsive: true}).then(() => Plotly.addFrames(div, fig.frames || []))
+    : setTimeout(go, 100);
+  go();
+};
+watch('value', draw);
+draw();
+"""
+
+
+ABOUT = """
+### What is compared
+**AS-MLP** (Lian et al., ICLR 2022, [arXiv 2107.08391](https://arxiv.org/abs/2107.08391)) mixes tokens by
+*shifting* channel groups along the width and the height and projecting them with 1x1 convolutions: no attention,
+a cross-shaped receptive field per block that grows into a diamond. **Swin** (Liu et al., ICCV 2021) attends inside
+shifted 7x7 windows. **SETR** (Zheng et al., CVPR 2021) runs a plain ViT-L/16 (global attention from the first
+layer) with Naive, PUP or MLA decoders. AS-MLP and Swin are compared inside the same UperNet decoder, as in the
+papers.
+
+Masks are only meaningful where a model has trained ADE20K weights; each panel says what its weights are.
+"""
+
+COUNTED_NOTE = """
+Counted by this app (`python -m asmlp info`, meta device, `torch.utils.flop_counter`): UperNet-AS-MLP-T/S/B
+59.94 / 81.25 / 121.26 M parameters and 936 / 1023 / 1165 GMACs at 512x2048; UperNet-Swin-T/S/B 944 / 1037 /
+1187 GMACs; SETR-PUP 308.3 M parameters without its auxiliary heads. GMACs are multiply-accumulates (the papers
+call them FLOPs) of the backbone and decode head; SETR counts every crop of its sliding window.
+"""
+
+
+SHIFT_TEXT = """
+**The axial shift.** The C channels are split into *s* contiguous groups of ceil(C/s) channels; group *g* moves by
+(g − s//2)·d positions along the width (W branch) or the height (H branch), and what enters from outside the map is
+zero. Each branch is then a 1x1 convolution, so one output position mixes *s* positions of its row and *s* of its
+column. Every frame below is computed by the project's own shift op.
+"""
+
+RF_TEXT = """
+**Receptive fields.** *Theoretical*: every input pixel that can influence the centre position after each block —
+AS-MLP grows a staircase diamond (crosses of crosses), Swin grows by windows (shifted every other block), ViT is
+global after its first block. *Effective* (Luo et al. 2016): the gradient of the centre position of each stage with
+respect to the input, on your image, for the loaded weights (log-scaled). UperNet's pooling makes every *head*
+output global, so the comparison is made at the backbone stages.
+"""
+
+
+def animated_figure(elem_id: str, height: int = 460) -> gr.HTML:
+    head = f'<script src="/gradio_api/file={PLOTLY_JS_DIR}/plotly.min.js"></script>'
+    return gr.HTML(value='', html_template=f'<div class="plotly-anim" style="width:100%;height:{height}px"></div>',
+                   js_on_load=ANIMATED_FIGURE_JS, head=head, elem_id=elem_id)
+
+
+def _model_choices() -> list[tuple[str, str]]:
+    return [(f'{model_entry(n)["title"]}  [{n}]', n) for n in list_models()]
+
+
+def _status_markdown(results) -> str:
+    lines = ['| model | weights | inference |', '|---|---|---|']
+    for r in results:
+        lines.append(f'| **{r.title}** | {html.escape(r.status.message)} | {r.input_size[0]}x{r.input_size[1]}, '
+                     f'{r.device}, {r.precision}, {r.seconds:.2f} s |')
+    return '\n'.join(lines)
+
+
+def _legend_markdown(results, top: int = 8) -> str:
+    parts = []
+    for r in results:
+        rows = [f'<span style="display:inline-block;width:0.9em;height:0.9em;background:{c["color"]};'
+                f'border:1px solid #888;vertical-align:middle"></span> {html.escape(c["name"])} {100 * c["share"]:.1f}%'
+                for c in r.legend[:top]]
+        more = f' … and {len(r.legend) - top} more' if len(r.legend) > top else ''
+        parts.append(f'**{r.title}**: ' + ' · '.join(rows) + more)
+    return '\n\n'.join(parts)
+
+
+def _overlays(image: np.ndarray, results, opacity: float) -> list:
+    return [(viz.overlay(image, r.labels, opacity), r.title) for r in results]
+
+
+def explain_shift(shift_size, dilation, channels, height, width, blocks):
+    from .explain import mixing_figure, shift_animation_figure
+    s, d = int(shift_size), int(dilation)
+    anim = shift_animation_figure(int(channels), int(height), int(width), s, d)
+    configs = list(dict.fromkeys([(3, 1), (5, 1), (3, 2), (s, d)]))
+    return anim.to_json(), mixing_figure(configs, blocks=int(blocks)).to_json()
+
+
+def explain_rf(size):
+    from .explain import rf_animation_figure
+    return rf_animation_figure((int(size), int(size))).to_json()
+
+
+def build_app(engine: Engine | None = None) -> gr.Blocks:
+    engine = engine or Engine()
+    gr.set_static_paths(paths=[str(PLOTLY_JS_DIR)])
+
+    def compare(image_path, models, device, precision, short_side, opacity):
+        if not image_path:
+            raise gr.Error('Upload an image or pick an example first.')
+        try:
+            image, info = load_image(image_path)
+            results = engine.segment(image, models, device, precision, int(short_side))
+        except (ImageInputError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        masks = [(viz.colorize(r.labels), r.title) for r in results]
+        if len(results) > 1:
+            view, share = viz.disagreement([r.labels for r in results])
+            disagreement_text = (f'**{100 * share:.1f}%** of the pixels get different labels from the '
+                                 f'{len(results)} models (amber: two labels meet, red: three or more).')
+        else:
+            view, disagreement_text = None, 'Choose two or more models to see where they disagree.'
+        status = f'Image: {info.describe()}.\n\n' + _status_markdown(results)
+        state = dict(image=image, results=results, models=[r.name for r in results])
+        return (status, masks, _overlays(image, results, opacity), _legend_markdown(results), view,
+                disagreement_text, state)
+
+    def reblend(state, opacity):
+        if not state:
+            return gr.skip()
+        return _overlays(state['image'], state['results'], opacity)
+
+    def measure(state, device, precision, short_side, runs):
+        if not state:
+            raise gr.Error('Segment an image first; the measurements use the same image and models.')
+        try:
+            rows = engine.measure(state['image'], state['models'], device, precision, int(short_side), int(runs))
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        return metrics_table(rows), metrics_figure(rows)
+
+    def erf(image_path, models, short_side):
+        from .explain import effective_rf, erf_figure
+        from .preprocess import preprocess
+        if not image_path:
+            raise gr.Error('Upload an image (Compare tab) first.')
+        try:
+            image, _ = load_image(image_path)
+            names = check_model_names(models)
+            x = preprocess(image, (4 * int(short_side), int(short_side)))
+            maps = {model_entry(n)['title']: effective_rf(engine.get(n, torch.device('cpu')).model.backbone, x)
+                    for n in names}
+        except (ImageInputError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        return erf_figure(maps, max_cells=64)
+
+    with gr.Blocks(title='AS-MLP architecture explorer') as demo:
+        gr.Markdown('# AS-MLP architecture explorer\nHow an axial-shift MLP '
+                    '([AS-MLP](https://arxiv.org/abs/2107.08391)) segments an image next to Swin and SETR — the '
+                    'masks, the cost, and why.')
+        state = gr.State(None)
+        with gr.Tab('Compare'):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    image = gr.Image(type='filepath', label='Image', elem_id='input-image', height=320,
+                                     sources=['upload', 'clipboard'])
+                    examples = sorted(str(p) for p in EXAMPLES_DIR.glob('*.jpg'))
+                    if examples:
+                        gr.Examples(examples, inputs=image, label='Examples (licences: assets/examples/LICENSES.md)')
+                    models = gr.CheckboxGroup(_model_choices(), value=list(DEFAULT_MODELS), label='Models',
+                                              elem_id='models')
+                    with gr.Row():
+                        device = gr.Radio(list(DEVICES), value='auto', label='Device')
+                        precision = gr.Radio(list(PRECISIONS), value='auto', label='Precision')
+                    short_side = gr.Slider(128, 1024, value=512, step=32, label='Inference size (short side, px)')
+                    run = gr.Button('Segment', variant='primary', elem_id='run')
+                with gr.Column(scale=2):
+                    status = gr.Markdown(elem_id='status')
+                    masks = gr.Gallery(label='Colour masks (ADE20K palette)', format='png', columns=3, height=300,
+                                       elem_id='masks')
+                    opacity = gr.Slider(0, 1, value=0.5, step=0.05, label='Overlay opacity', elem_id='opacity')
+                    overlays = gr.Gallery(label='Overlays', format='png', columns=3, height=300, elem_id='overlays')
+                    legend = gr.Markdown(elem_id='legend')
+                    with gr.Row():
+                        disagreement = gr.Image(label='Disagreement', format='png', elem_id='disagreement',
+                                                height=260, interactive=False)
+                        disagreement_text = gr.Markdown(elem_id='disagreement-text')
+            with gr.Accordion('Metrics: latency, GMACs, parameters, memory', open=True):
+                with gr.Row():
+                    runs = gr.Slider(1, 20, value=5, step=1, label='Timed runs per model')
+                    measure_btn = gr.Button('Measure the chosen models', elem_id='measure')
+                metrics_df = gr.Dataframe(label='Measured here vs published', elem_id='metrics-table',
+                                          interactive=False, wrap=True)
+                metrics_plot = gr.Plot(label='Latency and GMACs', elem_id='metrics-plot')
+
+        with gr.Tab('Axial shift'):
+            gr.Markdown(SHIFT_TEXT)
+            with gr.Row():
+                shift_size = gr.Dropdown([1, 3, 5, 7, 9], value=3, label='Shift size s', elem_id='shift-size')
+                dilation = gr.Dropdown([1, 2, 3], value=1, label='Dilation d', elem_id='dilation')
+                channels = gr.Slider(1, 12, value=5, step=1, label='Channels C')
+                height = gr.Slider(3, 12, value=7, step=1, label='Height H')
+                width = gr.Slider(3, 16, value=9, step=1, label='Width W')
+                blocks = gr.Slider(1, 4, value=1, step=1, label='Blocks (mixing)')
+            draw_shift = gr.Button('Animate', elem_id='animate')
+            shift_anim = animated_figure('shift-anim', height=520)
+            gr.Markdown('Which input positions one output position mixes: the W branch (a row of *s* positions, '
+                        '*d* apart) plus the H branch (a column), summed — the cross of the paper\'s Fig. 3. '
+                        'With more blocks the crosses compose into a diamond.')
+            mixing_anim = animated_figure('mixing-anim', height=380)
+        with gr.Tab('Receptive fields'):
+            gr.Markdown(RF_TEXT)
+            with gr.Row():
+                rf_size = gr.Slider(64, 512, value=224, step=32, label='Input size (px)')
+                draw_rf = gr.Button('Show theoretical receptive fields', elem_id='draw-rf')
+            rf_anim = animated_figure('rf-anim', height=520)
+            with gr.Row():
+                erf_size = gr.Slider(64, 512, value=224, step=32, label='ERF input size (short side, px)')
+                erf_btn = gr.Button('Effective receptive fields of the chosen models on the image', elem_id='erf')
+            erf_plot = gr.Plot(label='Effective receptive field per stage', elem_id='erf-plot')
+        with gr.Tab('About'):
+            gr.Markdown(ABOUT)
+            gr.Dataframe(paper_table(), label="The papers' ADE20K numbers (published; sources per row)",
+                         interactive=False, wrap=True, elem_id='paper-table')
+            gr.Markdown(COUNTED_NOTE)
+
+        shift_inputs = [shift_size, dilation, channels, height, width, blocks]
+        draw_shift.click(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_name='explain_shift')
+        draw_rf.click(explain_rf, [rf_size], [rf_anim], api_name='explain_rf')
+        erf_btn.click(erf, [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=1,
+                      concurrency_id='models')
+        demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
+        demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
+
+        run.click(compare, [image, models, device, precision, short_side, opacity],
+                  [status, masks, overlays, legend, disagreement, disagreement_text, state], api_name='compare',
+                  concurrency_limit=1, concurrency_id='models')
+        opacity.change(reblend, [state, opacity], [overlays], api_visibility='private', show_progress='hidden')
+        measure_btn.click(measure, [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
+                          api_name='measure', concurrency_limit=1, concurrency_id='models')
+    return demo

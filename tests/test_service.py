@@ -1,0 +1,75 @@
+"""The app's engine without the UI: device/precision choices, name validation, the bounded model cache,
+segmentation and measurement with tiny models."""
+import types
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import asmlp  # noqa: F401
+from asmlp.models.heads import FCNHead, UPerHead
+from asmlp.models.segmenter import Segmenter
+from asmlp.precision import cpu_bf16_supported
+from asmlp.service import Engine, check_model_names, resolve_device, resolve_precision
+
+
+def tiny_loader(calls):
+    def load(name):
+        calls.append(name)
+        torch.manual_seed(len(calls))
+        backbone = timm.create_model('asmlp_tiny', features_only=True, embed_dim=8, depths=(1, 1, 1, 1))
+        model = Segmenter(backbone, UPerHead((8, 16, 32, 64), channels=8, num_classes=150), FCNHead(32, 8))
+        return model, types.SimpleNamespace(kind='none', message='no weights — untrained, masks are meaningless')
+    return load
+
+
+def test_resolve_device_and_precision():
+    assert resolve_device('cpu').type == 'cpu'
+    assert resolve_device('auto').type == ('cuda' if torch.cuda.is_available() else 'cpu')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='no CUDA GPU'):
+            resolve_device('gpu')
+    cpu = torch.device('cpu')
+    assert resolve_precision('auto', cpu) == ('bf16' if cpu_bf16_supported() else 'fp32')
+    assert resolve_precision('auto', torch.device('cuda')) == 'fp16'
+    assert resolve_precision('fp32', cpu) == 'fp32'
+    with pytest.raises(ValueError, match='GPU only'):
+        resolve_precision('fp16', cpu)
+    with pytest.raises(ValueError):
+        resolve_device('tpu')
+
+
+def test_model_names_are_validated():
+    assert check_model_names(['upernet_asmlp_tiny', 'upernet_asmlp_tiny']) == ['upernet_asmlp_tiny']
+    for bad in (['../../etc/passwd'], ['upernet_asmlp_tiny', 'weights/x'], []):
+        with pytest.raises(ValueError):
+            check_model_names(bad)
+
+
+def test_cache_is_bounded_and_lru():
+    calls = []
+    engine = Engine(max_models=2, loader=tiny_loader(calls))
+    cpu = torch.device('cpu')
+    for name in ('upernet_asmlp_tiny', 'upernet_swin_tiny', 'upernet_asmlp_tiny', 'setr_pup_vit_small',
+                 'upernet_asmlp_tiny', 'upernet_swin_tiny'):
+        engine.get(name, cpu)
+    assert calls == ['upernet_asmlp_tiny', 'upernet_swin_tiny', 'setr_pup_vit_small', 'upernet_swin_tiny']
+    assert engine.cached() == ['upernet_asmlp_tiny', 'upernet_swin_tiny']
+
+
+def test_segment_and_measure():
+    engine = Engine(loader=tiny_loader([]))
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    results = engine.segment(image, ['upernet_asmlp_tiny', 'upernet_swin_tiny'], 'cpu', 'fp32', short_side=64)
+    assert [r.name for r in results] == ['upernet_asmlp_tiny', 'upernet_swin_tiny']
+    for r in results:
+        assert r.labels.shape == (50, 70) and r.input_size == (64, 90) and r.precision == 'fp32'
+        assert abs(sum(c['share'] for c in r.legend) - 1) < 1e-6
+    rows = engine.measure(image, ['upernet_asmlp_tiny'], 'cpu', 'fp32', short_side=64, runs=2)
+    row, = rows
+    assert row['runs'] == 2 and row['p10_ms'] <= row['latency_ms'] <= row['p90_ms']
+    assert row['input'] == '64x90' and row['paper_gmacs'] == 937
+    assert 900 < row['gmacs_512x2048'] < 1000 and 0 < row['gmacs'] < row['gmacs_512x2048']
+    with pytest.raises(ValueError, match='short side'):
+        engine.segment(image, ['upernet_asmlp_tiny'], 'cpu', 'fp32', short_side=5000)
