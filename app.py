@@ -16,7 +16,7 @@ def main() -> None:
     args = parser.parse_args()
     demo = build_app()
     demo.queue(max_size=16, default_concurrency_limit=1)
-    demo.launch(server_name=args.host, server_port=args.port, footer_links=['api', 'settings'])
+    demo.launch(server_name=args.host, server_port=args.port, footer_links=['api', 'settings'], max_file_size='20mb')
 
 
 if __name__ == '__main__':

@@ -15,9 +15,10 @@ import torch
 
 from . import viz
 from .precision import autocast, cpu_bf16_supported
-from .zoo import model_entry
+from .zoo import list_models, model_entry
 
-DEFAULT_MODELS = ('upernet_asmlp_tiny', 'upernet_swin_tiny', 'setr_pup_vit_small')
+DEFAULT_MODELS = ('upernet_asmlp_tiny', 'upernet_swin_tiny', 'setr_pup_vit_small')  # light T/S ones for a CPU
+_KIND_RANK = {'ade20k': 0, 'demo': 1, 'imagenet-backbone': 2}
 DEVICES = ('auto', 'cpu', 'gpu')
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
@@ -54,6 +55,41 @@ def check_model_names(names) -> list[str]:
     for name in names:
         model_entry(name)
     return names
+
+
+def weights_on_disk(name: str) -> Optional[str]:
+    """The best weight kind found on disk for ``name`` without loading anything (None when there is none):
+    ``weights/<name>/`` or an official file in ``weights/`` (what its source says), ``weights/demo/<name>/``."""
+    import json
+
+    from .hub.resolve import local_candidates
+    from .hub.sources import weight_sources
+    from .paths import weights_dir
+
+    kinds = []
+    for folder in (weights_dir() / name, weights_dir() / 'demo' / name):
+        try:
+            config = json.loads((folder / 'config.json').read_text())
+        except (OSError, ValueError):
+            continue
+        if (folder / 'model.safetensors').is_file() and config.get('kind') in _KIND_RANK:
+            kinds.append(config['kind'])
+    for source in weight_sources(name):
+        if any(path.is_file() for path in local_candidates(source)):
+            kinds.append(source.kind)
+    return min(kinds, key=_KIND_RANK.__getitem__, default=None)
+
+
+def default_models() -> list[str]:
+    """One AS-MLP, one Swin and one SETR model: per family the one with the best weights on disk, else the light
+    T/S default."""
+    chosen = []
+    for default in DEFAULT_MODELS:
+        family = model_entry(default)['family']
+        ranked = [(_KIND_RANK[kind], name) for name in list_models()
+                  if model_entry(name)['family'] == family and (kind := weights_on_disk(name))]
+        chosen.append(min(ranked)[1] if ranked else default)
+    return chosen
 
 
 @dataclass

@@ -19,7 +19,7 @@ from . import viz
 from .report import metrics_figure, metrics_table, paper_table
 from .image_io import ImageInputError, load_image
 from .paths import REPO_ROOT
-from .service import DEFAULT_MODELS, DEVICES, PRECISIONS, Engine, check_model_names
+from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_models
 from .zoo import list_models, model_entry
 
 EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
@@ -76,6 +76,20 @@ global after its first block. *Effective* (Luo et al. 2016): the gradient of the
 respect to the input, on your image, for the loaded weights (log-scaled). UperNet's pooling makes every *head*
 output global, so the comparison is made at the backbone stages.
 """
+
+
+class ImageUpload(gr.Image):
+    """``gr.Image`` (same widget) whose upload reaches the handler as the uploaded file's path, unopened: Gradio's own
+    preprocessing opens it with PIL and turns corrupt or hostile files into an opaque error; :func:`load_image`
+    checks limits from the header and gives a clear message instead."""
+    is_template = True
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if payload.path is None:
+            raise gr.Error('The upload arrived without a file; upload the image again.')
+        return payload.path
 
 
 def animated_figure(elem_id: str, height: int = 460) -> gr.HTML:
@@ -185,12 +199,12 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         with gr.Tab('Compare'):
             with gr.Row():
                 with gr.Column(scale=1):
-                    image = gr.Image(type='filepath', label='Image', elem_id='input-image', height=320,
-                                     sources=['upload', 'clipboard'])
+                    image = ImageUpload(type='filepath', label='Image', elem_id='input-image', height=320,
+                                        sources=['upload', 'clipboard'])
                     examples = sorted(str(p) for p in EXAMPLES_DIR.glob('*.jpg'))
                     if examples:
                         gr.Examples(examples, inputs=image, label='Examples (licences: assets/examples/LICENSES.md)')
-                    models = gr.CheckboxGroup(_model_choices(), value=list(DEFAULT_MODELS), label='Models',
+                    models = gr.CheckboxGroup(_model_choices(), value=default_models(), label='Models',
                                               elem_id='models')
                     with gr.Row():
                         device = gr.Radio(list(DEVICES), value='auto', label='Device')
@@ -210,7 +224,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                         disagreement_text = gr.Markdown(elem_id='disagreement-text')
             with gr.Accordion('Metrics: latency, GMACs, parameters, memory', open=True):
                 with gr.Row():
-                    runs = gr.Slider(1, 20, value=5, step=1, label='Timed runs per model')
+                    runs = gr.Slider(1, 20, value=5, step=1, label='Timed runs per model', elem_id='runs')
                     measure_btn = gr.Button('Measure the chosen models', elem_id='measure')
                 metrics_df = gr.Dataframe(label='Measured here vs published', elem_id='metrics-table',
                                           interactive=False, wrap=True)
