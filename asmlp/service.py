@@ -144,10 +144,13 @@ class Engine:
     def cached(self) -> list[str]:
         return [name for name, _ in self._cache]
 
+    def is_cached(self, name: str, device: torch.device) -> bool:
+        return (name, str(device)) in self._cache
+
     def segment(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
-                short_side: int = 512) -> list[Segmentation]:
+                short_side: int = 512, progress: Optional[Callable[[float, str], None]] = None) -> list[Segmentation]:
         """Label maps at the image's size, one per model; inference size: short side ``short_side``
-        (long side capped at 4x, mmseg's 2048:512)."""
+        (long side capped at 4x, mmseg's 2048:512). ``progress(fraction, text)`` hears what happens."""
         names = check_model_names(names)
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
@@ -155,7 +158,10 @@ class Engine:
             raise ValueError(f'inference short side must be within 32..2048, got {short_side}')
         scale = (4 * int(short_side), int(short_side))
         results = []
-        for name in names:
+        for i, name in enumerate(names):
+            if progress is not None:
+                verb = 'Running' if self.is_cached(name, dev) else 'Loading (first use) and running'
+                progress(i / len(names), f'{verb} {model_entry(name)["title"]}')
             loaded = self.get(name, dev)
             start = time.perf_counter()
             with autocast(dev, prec):

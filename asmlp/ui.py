@@ -142,12 +142,13 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
     engine = engine or Engine()
     gr.set_static_paths(paths=[str(PLOTLY_JS_DIR)])
 
-    def compare(image_path, models, device, precision, short_side, opacity):
+    def compare(image_path, models, device, precision, short_side, opacity, progress=gr.Progress()):
         if not image_path:
             raise gr.Error('Upload an image or pick an example first.')
         try:
             image, info = load_image(image_path)
-            results = engine.segment(image, models, device, precision, int(short_side))
+            results = engine.segment(image, models, device, precision, int(short_side),
+                                     progress=lambda fraction, text: progress(fraction, desc=text))
         except (ImageInputError, ValueError) as e:
             raise gr.Error(str(e)) from None
         masks = [(viz.colorize(r.labels), r.title) for r in results]

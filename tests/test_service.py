@@ -61,8 +61,11 @@ def test_cache_is_bounded_and_lru():
 def test_segment_and_measure():
     engine = Engine(loader=tiny_loader([]))
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
-    results = engine.segment(image, ['upernet_asmlp_tiny', 'upernet_swin_tiny'], 'cpu', 'fp32', short_side=64)
+    heard = []
+    results = engine.segment(image, ['upernet_asmlp_tiny', 'upernet_swin_tiny'], 'cpu', 'fp32', short_side=64,
+                             progress=lambda fraction, text: heard.append((fraction, text)))
     assert [r.name for r in results] == ['upernet_asmlp_tiny', 'upernet_swin_tiny']
+    assert [f for f, _ in heard] == [0, 0.5] and 'Loading' in heard[0][1] and 'Swin-T' in heard[1][1]
     for r in results:
         assert r.labels.shape == (50, 70) and r.input_size == (64, 90) and r.precision == 'fp32'
         assert abs(sum(c['share'] for c in r.legend) - 1) < 1e-6
