@@ -74,14 +74,6 @@ def downloads_dir() -> Path:
     return Path(root) / 'downloads'
 
 
-def _float_env(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, ''))
-        return value if value > 0 else default
-    except ValueError:
-        return default
-
-
 def _commit_of(path: str) -> Optional[str]:
     match = _SNAPSHOT_RE.search(path)
     return match.group(1) if match else None
@@ -145,7 +137,7 @@ def fetch_hub_file(repo: str, filename: str, revision: str = 'main', *, commit: 
     if not reach.ok:
         return from_hf_cache(repo, filename, wanted, cache_dir, f'Hub unreachable: {reach.reason}')
 
-    timeout = _float_env('ASMLP_HUB_TIMEOUT', 5.0)
+    timeout = net.float_env('ASMLP_HUB_TIMEOUT', 5.0)
     try:
         get_hf_file_metadata(hf_hub_url(repo, filename, revision=wanted, endpoint=endpoint), timeout=timeout,
                              endpoint=endpoint)
@@ -187,7 +179,7 @@ def fetch_url(url: str, filename: str, *, sha256_prefix: Optional[str] = None) -
     try:
         request = urllib.request.Request(url, headers={'User-Agent': 'asmlp'})
         with os.fdopen(fd, 'wb') as out, \
-                urllib.request.urlopen(request, timeout=_float_env('ASMLP_DOWNLOAD_TIMEOUT', 30.0)) as response:
+                urllib.request.urlopen(request, timeout=net.float_env('ASMLP_DOWNLOAD_TIMEOUT', 30.0)) as response:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 digest.update(chunk)

@@ -38,14 +38,15 @@ class Reachability:
 
 
 def probe_timeout() -> float:
-    return _float_env('ASMLP_NET_TIMEOUT', 2.0)
+    return float_env('ASMLP_NET_TIMEOUT', 2.0)
 
 
 def _ttl() -> float:
-    return _float_env('ASMLP_NET_TTL', 300.0)
+    return float_env('ASMLP_NET_TTL', 300.0)
 
 
-def _float_env(name: str, default: float) -> float:
+def float_env(name: str, default: float) -> float:
+    """A positive float from the environment variable ``name``, else ``default``."""
     try:
         value = float(os.environ.get(name, ''))
         return value if value > 0 else default
