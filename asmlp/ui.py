@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import gradio as gr
@@ -24,7 +23,6 @@ from .zoo import list_models, model_entry
 
 EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / 'package_data'
-MAX_PANELS = 8
 
 # plotly figures with animation frames are drawn by plotly.js in a gr.HTML (gr.Plot drops frames; env-check.md §4.4)
 ANIMATED_FIGURE_JS = """

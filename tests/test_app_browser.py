@@ -2,7 +2,6 @@
 the legend and the metrics table, move the opacity slider, and play the axial-shift animation.
 Screenshots go to test-output/."""
 import os
-import shutil
 from pathlib import Path
 
 import pytest

@@ -141,7 +141,6 @@ def bench_end_to_end(device, timer: Timer, size, batches, models=E2E_MODELS, dty
                 label = f'{name} b{batch}' + (f' ({backend})' if backend != 'auto' else '')
                 rows.append(_row('end to end', label, ms, ratio=baseline / ms,
                                  note=f'{batch * 1e3 / ms:.1f} img/s; speed-up vs first row of this batch'))
-            del model
     return rows
 
 

@@ -18,7 +18,6 @@ experiments; the official Small segmentation config says 3).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
