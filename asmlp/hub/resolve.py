@@ -86,7 +86,7 @@ def _message(kind: str, display: str, pin_note: str = '') -> str:
         return f'ADE20K weights: {display}{pin_note}'
     if kind == 'imagenet-backbone':
         return f'ImageNet backbone only — head untrained ({display}{pin_note})'
-    return f'demo weights, not a published model ({display})'
+    return f'demo weights — trained on generated scenes, not ADE20K ({display})'
 
 
 def _status(name: str, kind: str, display: str, *, sha256: Optional[str], fmt: str, pinned: bool = True,
