@@ -8,6 +8,7 @@ os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 def main() -> None:
     import argparse
 
+    from asmlp.limits import queue_settings
     from asmlp.ui import build_app
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -15,7 +16,7 @@ def main() -> None:
     parser.add_argument('--port', type=int, default=int(os.environ.get('GRADIO_SERVER_PORT', 7860)))
     args = parser.parse_args()
     demo = build_app()
-    demo.queue(max_size=16, default_concurrency_limit=1)
+    demo.queue(**queue_settings())  # limits and why: asmlp/limits.py, RELIABILITY.md
     demo.launch(server_name=args.host, server_port=args.port, footer_links=['api', 'settings'], max_file_size='20mb')
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m asmlp info | bench shift | bench models | bench fused | convert | pin | publish``."""
+"""Command line: ``python -m asmlp info | bench shift | bench models | bench fused | convert | pin | publish | train-demo``."""
 from __future__ import annotations
 
 import argparse
@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--models', nargs='+', help='zoo names for bench models (default: the light T/S ones)')
     bench.set_defaults(func=_bench)
     from .convert import register_cli as register_convert
+    from .demo.cli import register_cli as register_demo
     from .hub import register_cli as register_hub
     register_convert(sub)
     register_hub(sub)
+    register_demo(sub)
     return parser
 
 

@@ -2,11 +2,19 @@
 and measure them (latency, GMACs, parameters, peak memory) beside the papers' numbers."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import gc
+import logging
+import re
 import statistics
 import threading
 import time
+import zlib
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -14,8 +22,12 @@ import numpy as np
 import torch
 
 from . import viz
+from .limits import Gate, InferenceTimeout, Limits
 from .precision import autocast, cpu_bf16_supported
 from .zoo import list_models, model_entry
+
+log = logging.getLogger('asmlp.service')
+_NAME_RE = re.compile(r'[a-z0-9][a-z0-9_]{0,99}')  # every zoo name; nothing that can walk a path
 
 DEFAULT_MODELS = ('upernet_asmlp_tiny', 'upernet_swin_tiny', 'setr_pup_vit_small')  # light T/S ones for a CPU
 _KIND_RANK = {'ade20k': 0, 'demo': 1, 'imagenet-backbone': 2}
@@ -49,10 +61,15 @@ def check_model_names(names) -> list[str]:
     """Zoo names from the UI or an API client, validated (unknown names raise ValueError naming them)."""
     if isinstance(names, str):
         names = [names]
-    names = list(dict.fromkeys(names or []))
+    try:
+        names = list(dict.fromkeys(names or []))
+    except TypeError:
+        raise ValueError(f'models must be a list of zoo names, got {type(names).__name__}') from None
     if not names:
         raise ValueError('choose at least one model')
     for name in names:
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise ValueError(f'unknown model {name!r}: model names are zoo names (lowercase letters, digits, _)')
         model_entry(name)
     return names
 
@@ -97,6 +114,9 @@ class Loaded:
     model: torch.nn.Module
     status: Any  # asmlp.hub.WeightStatus
     params: int
+    nbytes: int = 0          # parameters + buffers
+    degraded: bool = False   # loaded without the weights it should have (a source failed): looked up again later
+    loaded_at: float = 0.0   # time.monotonic()
 
 
 @dataclass
@@ -110,36 +130,113 @@ class Segmentation:
     precision: str
     input_size: tuple[int, int]
     legend: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what happened on the way (GPU out of memory, weights retry)
+
+
+_local = threading.local()  # per thread: the request's ticket (handler threads), the deadline (inference thread)
+
+
+def _deadline_hook(module, args):
+    """Forward pre-hook on every module of a cached model: stops the inference at the next module boundary once
+    the request's time budget is spent."""
+    deadline = getattr(_local, 'deadline', None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise InferenceTimeout(_local.timeout_message)
+
+
+def _degraded(status) -> bool:
+    return bool(getattr(status, 'problems', ())) and getattr(status, 'kind', None) != 'ade20k'
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = (str(error).strip() or type(error).__name__).splitlines()[0]
+    return text[:limit]
+
+
+def _model_bytes(model: torch.nn.Module) -> int:
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 class Engine:
-    """Zoo models loaded on first use and kept in an LRU cache of at most ``max_models`` (per device)."""
+    """Zoo models loaded on first use and kept in an LRU cache bounded by count (``max_models``) and bytes
+    (``max_bytes``, parameters + buffers; the newest model always stays), keyed by (name, device).
 
-    def __init__(self, max_models: int = 4, loader: Optional[Callable] = None):
-        self.max_models = max_models
+    All model work (:meth:`segment`, :meth:`measure`, :meth:`run`) goes through one admission :class:`Gate`
+    (one request runs, ``Limits.max_waiting`` wait, the others get :class:`Busy`) and runs on one inference thread
+    with fixed intra-op threads, under a time budget (``timeout``, :class:`InferenceTimeout`). Models loaded
+    without the weights they should have (a source unreachable or broken) are looked up again after
+    ``retry_after`` seconds. A CUDA out-of-memory error retries at half the inference size, then on the CPU.
+    Untrained models are built from a seed derived from their name: the same model on every load.
+    """
+
+    def __init__(self, max_models: Optional[int] = None, loader: Optional[Callable] = None, *,
+                 max_bytes: Optional[int] = None, timeout: Optional[float] = None,
+                 retry_after: Optional[float] = None, limits: Optional[Limits] = None):
+        self.limits = limits or Limits.from_env()
+        self.max_models = self.limits.cache_models if max_models is None else max_models
+        self.max_bytes = self.limits.cache_bytes if max_bytes is None else max_bytes
+        self.timeout = self.limits.inference_timeout if timeout is None else timeout
+        self.retry_after = self.limits.retry_after if retry_after is None else retry_after
+        self.gate = Gate(self.limits.max_waiting, self.limits.wait_timeout)
         self._loader = loader
         self._cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
         self._lock = threading.RLock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix='asmlp-inference')
+
+    # ------------------------------------------------------------------------------------------ the model cache
 
     def _load(self, name: str):
         if self._loader is not None:
             return self._loader(name)
-        from .hub import load_pretrained
-        return load_pretrained(name)
+        from .hub import WeightStatus, load_pretrained
+        from .hub.status import UNTRAINED_MESSAGE
+        from .zoo import create_segmenter
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(zlib.crc32(name.encode()))  # untrained models: the same weights on every load
+            try:
+                return load_pretrained(name)
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as error:  # noqa: BLE001  (load_pretrained reports faults in its status; this is
+                # the net for what it did not foresee, e.g. an unwritable cache: this model degrades, the others run)
+                why = f'{type(error).__name__}: {_one_line(error)}'
+                log.warning('%s: loading weights failed: %s', name, why)
+                torch.manual_seed(zlib.crc32(name.encode()))
+                status = WeightStatus(model=name, kind='none', source=None, revision_pinned=False, sha256=None,
+                                      message=f'{UNTRAINED_MESSAGE} (loading weights failed: {why})',
+                                      problems=(f'loading weights failed: {why}',))
+                return create_segmenter(name), status
 
     def get(self, name: str, device: torch.device) -> Loaded:
+        device = torch.device(device)
         key = (name, str(device))
         with self._lock:
-            if key in self._cache:
+            hit = self._cache.get(key)
+            if hit is not None and not (hit.degraded and time.monotonic() - hit.loaded_at >= self.retry_after):
                 self._cache.move_to_end(key)
-                return self._cache[key]
+                return hit
+            if hit is not None:
+                self._drop(key)  # its weights were missing because of a fault: look again
+            while len(self._cache) >= self.max_models:
+                self._drop(next(iter(self._cache)))  # room first: the peak is the cache plus the new model
             model, status = self._load(name)
             model = model.eval().to(device)
-            loaded = Loaded(model, status, sum(p.numel() for p in model.parameters()))
+            for module in model.modules():
+                module.register_forward_pre_hook(_deadline_hook)
+            loaded = Loaded(model, status, sum(p.numel() for p in model.parameters()), _model_bytes(model),
+                            _degraded(status), time.monotonic())
             self._cache[key] = loaded
-            while len(self._cache) > self.max_models:
-                self._cache.popitem(last=False)
+            while len(self._cache) > 1 and (len(self._cache) > self.max_models or
+                                            self.cache_bytes() > self.max_bytes):
+                self._drop(next(iter(self._cache)))
             return loaded
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._cache.pop(key, None)
+        if key[1].startswith('cuda'):
+            _release_gpu()
 
     def cached(self) -> list[str]:
         return [name for name, _ in self._cache]
@@ -147,30 +244,143 @@ class Engine:
     def is_cached(self, name: str, device: torch.device) -> bool:
         return (name, str(device)) in self._cache
 
+    def cache_bytes(self) -> int:
+        return sum(loaded.nbytes for loaded in self._cache.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            keys = list(self._cache)
+        for key in keys:
+            self._drop(key)
+
+    # ------------------------------------------------------------------------------------- admission, time budget
+
+    @contextlib.contextmanager
+    def admit(self):
+        """A place for one request in this thread (the UI handlers enter it before decoding the upload): raises
+        :class:`Busy` at once when the running slot and every waiting place are taken. Re-entrant."""
+        ticket = getattr(_local, 'ticket', None)
+        if ticket is not None:
+            yield ticket
+            return
+        ticket = self.gate.admit()
+        _local.ticket = ticket
+        try:
+            yield ticket
+        finally:
+            _local.ticket = None
+            ticket.release()
+
+    def run(self, fn: Callable[[], Any], progress: Optional[Callable[[float, str], None]] = None) -> Any:
+        """``fn()`` with the request's turn (waiting in FIFO order), on the inference thread, under the time budget:
+        :class:`InferenceTimeout` once ``timeout`` (+ ``Limits.timeout_grace`` for a single long operation) is
+        spent. The work stops at the next module boundary; until it has, the slot stays taken (busy)."""
+        if getattr(_local, 'in_worker', False):
+            return fn()
+        with self.admit() as ticket:
+            def on_wait(ahead: int):
+                if progress is not None:
+                    progress(0.0, f'Waiting for a free slot: {ahead} request{"s" if ahead != 1 else ""} ahead')
+            ticket.acquire(on_wait)
+            return self._run_with_deadline(fn, ticket)
+
+    def _run_with_deadline(self, fn: Callable[[], Any], ticket) -> Any:
+        budget = self.timeout
+        message = (f'The models ran past this request\'s time budget of {budget:g} s (ASMLP_INFERENCE_TIMEOUT); '
+                   f'try a smaller inference size or fewer models.')
+        deadline = time.monotonic() + budget
+
+        def work():
+            _local.in_worker, _local.deadline, _local.timeout_message = True, deadline, message
+            try:
+                torch.set_num_threads(self.limits.torch_threads)
+                return fn()
+            finally:
+                _local.in_worker, _local.deadline = False, None
+                ticket.work_done()
+
+        ticket.start_work()
+        try:
+            future = self._executor.submit(contextvars.copy_context().run, work)
+        except BaseException:
+            ticket.work_done()
+            raise
+        try:
+            return future.result(timeout=budget + self.limits.timeout_grace)
+        except FutureTimeout:
+            ticket.release()  # the work frees the slot when it stops
+            self.gate.count('timed_out')
+            raise InferenceTimeout(message + ' (The app stays busy until the computation has stopped.)') from None
+        except InferenceTimeout:
+            self.gate.count('timed_out')
+            raise
+
+    # -------------------------------------------------------------------------------------------------- the work
+
     def segment(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
                 short_side: int = 512, progress: Optional[Callable[[float, str], None]] = None) -> list[Segmentation]:
-        """Label maps at the image's size, one per model; inference size: short side ``short_side``
-        (long side capped at 4x, mmseg's 2048:512). ``progress(fraction, text)`` hears what happens."""
+        """Label maps (uint8) at the image's size, one per model; inference size: short side ``short_side``
+        (long side capped at 4x, mmseg's 2048:512). ``progress(fraction, text)`` hears what happens.
+        Images above ``Limits.max_work_pixels`` are refused (:func:`asmlp.image_io.load_image` downsizes uploads):
+        the logits are upsampled to the image's size, 600 bytes per pixel."""
+        from .preprocess import check_rgb_image
         names = check_model_names(names)
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         if not 32 <= int(short_side) <= 2048:
             raise ValueError(f'inference short side must be within 32..2048, got {short_side}')
-        scale = (4 * int(short_side), int(short_side))
-        results = []
-        for i, name in enumerate(names):
-            if progress is not None:
-                verb = 'Running' if self.is_cached(name, dev) else 'Loading (first use) and running'
-                progress(i / len(names), f'{verb} {model_entry(name)["title"]}')
-            loaded = self.get(name, dev)
-            start = time.perf_counter()
-            with autocast(dev, prec):
-                labels = loaded.model.predict(image, scale=scale)
-            seconds = time.perf_counter() - start
-            results.append(Segmentation(
-                name=name, title=model_entry(name)['title'], labels=labels, status=loaded.status, seconds=seconds,
-                device=dev.type, precision=prec, input_size=_inference_size(image, scale), legend=viz.legend(labels)))
-        return results
+        image = check_rgb_image(image)
+        if image.shape[0] * image.shape[1] > self.limits.max_work_pixels:
+            raise ValueError(f'the image has {image.shape[0] * image.shape[1] / 1e6:.1f} megapixels; the engine '
+                             f'segments up to {self.limits.max_work_pixels / 1e6:.1f} (downscale it first)')
+
+        def work():
+            return [self._segment_one(image, name, i, len(names), dev, prec, int(short_side), progress)
+                    for i, name in enumerate(names)]
+        return self.run(work, progress)
+
+    def _segment_one(self, image, name, index, count, dev, prec, short, progress) -> Segmentation:
+        title = model_entry(name)['title']
+        if progress is not None:
+            verb = 'Running' if self.is_cached(name, dev) else 'Loading (first use) and running'
+            progress(index / count, f'{verb} {title}')
+        attempts = [(dev, prec, short)]
+        if dev.type == 'cuda':
+            if short // 2 >= 64:
+                attempts.append((dev, prec, short // 2))
+            attempts.append((torch.device('cpu'), prec if prec in ('fp32', 'bf16') else
+                             resolve_precision('auto', torch.device('cpu')), short))
+        notes = []
+        for k, (d, p, s) in enumerate(attempts):
+            try:
+                loaded = self.get(name, d)
+                start = time.perf_counter()
+                with torch.inference_mode(), autocast(d, p):
+                    labels = loaded.model.predict(image, scale=(4 * s, s))
+                seconds = time.perf_counter() - start
+                break
+            except torch.cuda.OutOfMemoryError as error:
+                if d.type != 'cuda' or k == len(attempts) - 1:
+                    raise
+                why = _one_line(error, 120)
+            # out of the except block: the error's traceback (and the tensors its frames hold) is gone
+            next_device, _, next_short = attempts[k + 1]
+            if next_device.type == 'cpu':
+                self._drop((name, str(d)))  # also frees the model's GPU memory
+            _release_gpu()
+            notes.append(f'GPU out of memory at short side {s} px ({why}); ' +
+                         (f'ran at {next_short} px instead' if next_device.type == 'cuda'
+                          else 'ran on the CPU instead (slower)'))
+            log.warning('%s: %s', name, notes[-1])
+        if loaded.degraded:
+            first = (str(loaded.status.problems[0]).strip().splitlines() or [''])[0][:300]
+            notes.append(f'weights: {first} — looked up again on a request after {self.retry_after:g} s')
+        labels = np.asarray(labels)
+        if labels.size and 0 <= labels.min() and labels.max() < 256:
+            labels = labels.astype(np.uint8)
+        return Segmentation(name=name, title=title, labels=labels, status=loaded.status, seconds=seconds,
+                            device=d.type, precision=p, input_size=_inference_size(image, (4 * s, s)),
+                            legend=viz.legend(labels), notes=notes)
 
     def measure(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
                 short_side: int = 512, runs: int = 5) -> list[dict]:
@@ -183,29 +393,39 @@ class Engine:
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         scale = (4 * int(short_side), int(short_side))
-        x = preprocess(image, scale).to(dev)
-        rows = []
-        for name in names:
-            loaded = self.get(name, dev)
 
-            def forward():
-                with torch.inference_mode(), autocast(dev, prec):
-                    loaded.model(x)
-                if dev.type == 'cuda':
-                    torch.cuda.synchronize()
-            forward()  # warm-up
-            times = _time_runs(forward, runs, dev)
-            at_size = _cached_metrics(name, tuple(x.shape[-2:]))
-            paper = _cached_metrics(name, (512, 2048))
-            deciles = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
-            rows.append(dict(
-                name=name, device=dev.type, precision=prec, input=f'{x.shape[-2]}x{x.shape[-1]}',
-                latency_ms=statistics.median(times), p10_ms=deciles[0], p90_ms=deciles[-1], runs=len(times),
-                gmacs=at_size['gmacs'], gmacs_512x2048=paper['gmacs'], params=at_size['params'],
-                peak_memory_mb=peak_memory_mb(forward, dev), paper_params=paper['paper_params'],
-                paper_gmacs=paper['paper_gmacs'], paper_miou_ss=paper['paper_miou_ss'],
-                paper_miou_ms=paper['paper_miou_ms']))
-        return rows
+        def work():
+            x = preprocess(image, scale).to(dev)
+            rows = []
+            for name in names:
+                loaded = self.get(name, dev)
+
+                def forward():
+                    with torch.inference_mode(), autocast(dev, prec):
+                        loaded.model(x)
+                    if dev.type == 'cuda':
+                        torch.cuda.synchronize()
+                forward()  # warm-up
+                times = _time_runs(forward, runs, dev)
+                at_size = _cached_metrics(name, tuple(x.shape[-2:]))
+                paper = _cached_metrics(name, (512, 2048))
+                deciles = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
+                rows.append(dict(
+                    name=name, device=dev.type, precision=prec, input=f'{x.shape[-2]}x{x.shape[-1]}',
+                    latency_ms=statistics.median(times), p10_ms=deciles[0], p90_ms=deciles[-1], runs=len(times),
+                    gmacs=at_size['gmacs'], gmacs_512x2048=paper['gmacs'], params=at_size['params'],
+                    peak_memory_mb=peak_memory_mb(forward, dev), paper_params=paper['paper_params'],
+                    paper_gmacs=paper['paper_gmacs'], paper_miou_ss=paper['paper_miou_ss'],
+                    paper_miou_ms=paper['paper_miou_ms']))
+            return rows
+        return self.run(work)
+
+
+def _release_gpu() -> None:
+    """Free what an out-of-memory error or an evicted model left on the GPU."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _inference_size(image: np.ndarray, scale: tuple[int, int]) -> tuple[int, int]:

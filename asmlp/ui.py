@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import html
+import logging
 from pathlib import Path
 
 import gradio as gr
@@ -17,6 +18,7 @@ import torch
 from . import viz
 from .report import metrics_figure, metrics_table, paper_table
 from .image_io import ImageInputError, load_image
+from .limits import Busy, InferenceTimeout
 from .paths import REPO_ROOT
 from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_models
 from .zoo import list_models, model_entry
@@ -136,6 +138,12 @@ def explain_rf(size):
     return rf_animation_figure((int(size), int(size))).to_json()
 
 
+def _unexpected(what: str, error: Exception) -> gr.Error:
+    logging.getLogger('asmlp.ui').error('%s failed', what, exc_info=error)
+    text = (str(error).strip().splitlines() or [''])[0][:200]
+    return gr.Error(f'{what} failed ({type(error).__name__}{": " + text if text else ""}); please retry.')
+
+
 def build_app(engine: Engine | None = None) -> gr.Blocks:
     engine = engine or Engine()
     gr.set_static_paths(paths=[str(PLOTLY_JS_DIR)])
@@ -144,11 +152,14 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         if not image_path:
             raise gr.Error('Upload an image or pick an example first.')
         try:
-            image, info = load_image(image_path)
-            results = engine.segment(image, models, device, precision, int(short_side),
-                                     progress=lambda fraction, text: progress(fraction, desc=text))
-        except (ImageInputError, ValueError) as e:
+            with engine.admit():  # a full app says so at once, before the upload is decoded
+                image, info = load_image(image_path)
+                results = engine.segment(image, models, device, precision, int(short_side),
+                                         progress=lambda fraction, text: progress(fraction, desc=text))
+        except (Busy, InferenceTimeout, ImageInputError, ValueError) as e:
             raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001  (a bug or a fault: a message, and the app keeps serving)
+            raise _unexpected('Segmentation', e) from None
         masks = [(viz.colorize(r.labels), r.title) for r in results]
         if len(results) > 1:
             view, share = viz.disagreement([r.labels for r in results])
@@ -157,6 +168,9 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         else:
             view, disagreement_text = None, 'Choose two or more models to see where they disagree.'
         status = f'Image: {info.describe()}.\n\n' + _status_markdown(results)
+        notes = [f'- **{r.title}**: {html.escape(note)}' for r in results for note in r.notes]
+        if notes:
+            status += '\n\n' + '\n'.join(notes)
         state = dict(image=image, results=results, models=[r.name for r in results])
         return (status, masks, _overlays(image, results, opacity), _legend_markdown(results), view,
                 disagreement_text, state)
@@ -171,8 +185,10 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
             raise gr.Error('Segment an image first; the measurements use the same image and models.')
         try:
             rows = engine.measure(state['image'], state['models'], device, precision, int(short_side), int(runs))
-        except ValueError as e:
+        except (Busy, InferenceTimeout, ValueError) as e:
             raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001
+            raise _unexpected('Measuring', e) from None
         return metrics_table(rows), metrics_figure(rows)
 
     def erf(image_path, models, short_side):
@@ -181,13 +197,17 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         if not image_path:
             raise gr.Error('Upload an image (Compare tab) first.')
         try:
-            image, _ = load_image(image_path)
-            names = check_model_names(models)
-            x = preprocess(image, (4 * int(short_side), int(short_side)))
-            maps = {model_entry(n)['title']: effective_rf(engine.get(n, torch.device('cpu')).model.backbone, x)
-                    for n in names}
-        except (ImageInputError, ValueError) as e:
+            with engine.admit():
+                image, _ = load_image(image_path)
+                names = check_model_names(models)
+                x = preprocess(image, (4 * int(short_side), int(short_side)))
+                maps = engine.run(lambda: {
+                    model_entry(n)['title']: effective_rf(engine.get(n, torch.device('cpu')).model.backbone, x)
+                    for n in names})
+        except (Busy, InferenceTimeout, ImageInputError, ValueError) as e:
             raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001
+            raise _unexpected('The receptive-field computation', e) from None
         return erf_figure(maps, max_cells=64)
 
     with gr.Blocks(title='AS-MLP architecture explorer') as demo:
@@ -200,7 +220,9 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                 with gr.Column(scale=1):
                     image = ImageUpload(type='filepath', label='Image', elem_id='input-image', height=320,
                                         sources=['upload', 'clipboard'])
-                    examples = sorted(str(p) for p in EXAMPLES_DIR.glob('*.jpg'))
+                    # generated scenes first (the demo models know them), then the photos
+                    examples = sorted(map(str, EXAMPLES_DIR.glob('generated_*.png'))) + sorted(
+                        map(str, EXAMPLES_DIR.glob('*.jpg')))
                     if examples:
                         gr.Examples(examples, inputs=image, label='Examples (licences: assets/examples/LICENSES.md)')
                     models = gr.CheckboxGroup(_model_choices(), value=default_models(), label='Models',
@@ -263,15 +285,18 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         shift_inputs = [shift_size, dilation, channels, height, width, blocks]
         draw_shift.click(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_name='explain_shift')
         draw_rf.click(explain_rf, [rf_size], [rf_anim], api_name='explain_rf')
-        erf_btn.click(erf, [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=1,
+        # model events: enough Gradio workers that a request reaches engine.admit() at once, which runs one,
+        # queues Limits.max_waiting and turns the rest away with BUSY_MESSAGE (RELIABILITY.md)
+        model_workers = engine.limits.model_event_concurrency
+        erf_btn.click(erf, [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
                       concurrency_id='models')
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
         demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
 
         run.click(compare, [image, models, device, precision, short_side, opacity],
                   [status, masks, overlays, legend, disagreement, disagreement_text, state], api_name='compare',
-                  concurrency_limit=1, concurrency_id='models')
+                  concurrency_limit=model_workers, concurrency_id='models')
         opacity.change(reblend, [state, opacity], [overlays], api_visibility='private', show_progress='hidden')
         measure_btn.click(measure, [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
-                          api_name='measure', concurrency_limit=1, concurrency_id='models')
+                          api_name='measure', concurrency_limit=model_workers, concurrency_id='models')
     return demo
