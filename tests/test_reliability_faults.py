@@ -270,7 +270,6 @@ FETCH_FIX = ('asmlp/hub/fetch.py: fetch_url keeps a cut download (read(amt) does
              'marks the host unreachable on a local disk error; remove this marker with the fix (RELIABILITY.md)')
 
 
-@pytest.mark.xfail(strict=True, reason=FETCH_FIX)
 def test_download_cut_half_way_then_complete(world):
     world.table[FAULTY]['weights'] = sources('url', world.origin)
     world.origin.cut.add(SEG_FILE)
@@ -403,7 +402,6 @@ def test_read_only_weights_folder_and_cache(world):
            blocked[FAULTY].notes, then=writable[FAULTY].weights)
 
 
-@pytest.mark.xfail(strict=True, reason=FETCH_FIX)
 def test_no_disk_space_for_a_download(world, monkeypatch):
     world.table[FAULTY]['weights'] = sources('url', world.origin)
     downloads = world.downloads.resolve()

@@ -29,6 +29,10 @@ class Unavailable(Exception):
     """The file cannot be had right now (offline, unreachable, not on the server, not cached)."""
 
 
+class _LocalFault(Exception):
+    """A download that failed here (disk full, transfer cut short), not because the host is unreachable."""
+
+
 class CorruptDownload(ValueError):
     """The bytes arrived but are not the expected file (sha256 mismatch)."""
 
@@ -180,18 +184,27 @@ def fetch_url(url: str, filename: str, *, sha256_prefix: Optional[str] = None) -
         request = urllib.request.Request(url, headers={'User-Agent': 'asmlp'})
         with os.fdopen(fd, 'wb') as out, \
                 urllib.request.urlopen(request, timeout=net.float_env('ASMLP_DOWNLOAD_TIMEOUT', 30.0)) as response:
+            expected, received = response.headers.get('Content-Length'), 0
             while chunk := response.read(1 << 20):
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as error:  # the local disk, not the network
+                    raise _LocalFault(f'cannot write to {dest.parent}: {error.strerror or error}') from None
+                received += len(chunk)
                 digest.update(chunk)
+        if expected is not None and received != int(expected):
+            raise _LocalFault(f'the connection was cut after {received} of {expected} bytes')
         sha256 = digest.hexdigest()
         if sha256_prefix and not sha256.startswith(sha256_prefix):
             raise CorruptDownload(f'{url}: sha256 {sha256[:12]}… does not start with the expected {sha256_prefix}')
         os.replace(tmp, dest)
     except CorruptDownload:
         raise
-    except Exception as error:  # noqa: BLE001  (HTTP errors, timeouts, resets)
-        why = f'{url}: download failed: {type(error).__name__}: {error}'.split('\n')[0][:300]
-        if _is_connection_error(error) or isinstance(error, OSError) and not hasattr(error, 'code'):
+    except Exception as error:  # noqa: BLE001  (HTTP errors, timeouts, resets, a full disk, a cut transfer)
+        why = f'{url}: download failed: {error if isinstance(error, _LocalFault) else f"{type(error).__name__}: {error}"}'
+        why = why.split('\n')[0][:300]
+        if not isinstance(error, _LocalFault) and (
+                _is_connection_error(error) or isinstance(error, OSError) and not hasattr(error, 'code')):
             net.mark_unreachable(url, why)
         raise Unavailable(why) from None
     finally:
