@@ -41,7 +41,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -50,7 +49,7 @@ import torch
 import torch.nn as nn
 
 from . import zoo
-from .checkpoint_io import load_checkpoint, sha256_file
+from .checkpoint_io import atomic_write, load_checkpoint, sha256_file
 
 __all__ = [
     'CONVERTER_VERSION', 'FORMATS', 'TOLERATED_MISSING', 'CheckpointMismatchError', 'ConversionError',
@@ -364,18 +363,6 @@ def _written_by_convert(path: Path) -> dict | None:
 
 # --------------------------------------------------------------------------------------------- writing, CLI
 
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{target.name}.', dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_converted(model: nn.Module, info: dict, out_dir: str | os.PathLike) -> Path:
     """Write ``out_dir/model.safetensors`` (the model's state dict, contiguous) and ``out_dir/config.json``."""
     from safetensors.torch import save_file
@@ -384,9 +371,9 @@ def write_converted(model: nn.Module, info: dict, out_dir: str | os.PathLike) ->
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {'format': 'pt', **{k: str(v) for k, v in info.items()}}
-    _atomic_write(out / 'model.safetensors', lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(out / 'model.safetensors', lambda tmp: save_file(tensors, tmp, metadata=metadata))
     config = json.dumps(info, indent=2) + '\n'
-    _atomic_write(out / 'config.json', lambda tmp: Path(tmp).write_text(config))
+    atomic_write(out / 'config.json', lambda tmp: Path(tmp).write_text(config))
     return out / 'model.safetensors'
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from ..checkpoint_io import atomic_write
 from ..hub.native import CONFIG_FILE, WEIGHTS_FILE
 from ..synthetic import CONTEXT_PAIRS, GENERATOR_VERSION, SCENE_CLASSES
 from .evaluate import IoUReport
@@ -24,18 +23,6 @@ __all__ = ['CARD_FILE', 'SOURCE_FORMAT', 'command_line', 'demo_config', 'model_c
 
 CARD_FILE = 'README.md'
 SOURCE_FORMAT = 'asmlp-demo-synthetic'
-
-
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{target.name}.', dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def command_line(name: str, steps: int, seed: int) -> str:
@@ -152,9 +139,9 @@ def write_folder(model: nn.Module, config: dict, out_dir: str | os.PathLike) -> 
     tensors = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
                for k, v in model.state_dict().items()}
     metadata = {'format': 'pt', 'model': config['model'], 'kind': config['kind']}
-    _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     text = json.dumps(config, indent=2) + '\n'
-    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
     card = model_card(config)
-    _atomic_write(out / CARD_FILE, lambda tmp: Path(tmp).write_text(card))
+    atomic_write(out / CARD_FILE, lambda tmp: Path(tmp).write_text(card))
     return out
