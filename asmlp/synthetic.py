@@ -151,7 +151,8 @@ def generate_scene(seed: int | Sequence[int], size: int | Sequence[int] = 128) -
             cv2.rectangle(mask, (x0, y0), (x1, y1), 1, thickness=-1)
             if rng.random() < 0.35:  # gabled roof
                 apex = max(y0 - rng.uniform(0.04, 0.12) * H, 0)
-                cv2.fillPoly(mask, [np.round(np.array([[x0, y0], [x1, y0], [(x0 + x1) / 2, apex]])).astype(np.int32)], 1)
+                roof = np.array([[x0, y0], [x1, y0], [(x0 + x1) / 2, apex]])
+                cv2.fillPoly(mask, [np.round(roof).astype(np.int32)], 1)
             building_tone.append((mask > 0, rng.uniform(-10, 10)))
             labels[mask > 0] = BUILDING
 

@@ -21,7 +21,7 @@ from asmlp.demo.examples import EXAMPLE_INDICES, EXAMPLE_SIZE, example_path
 from asmlp.demo.recipes import EVAL_SCENES, recipe_sha256
 from asmlp.hub import load_pretrained
 from asmlp.paths import REPO_ROOT
-from asmlp.synthetic import CONTEXT_PAIRS, SCENE_CLASSES, example_seed, generate_batch, generate_scene, heldout_seeds
+from asmlp.synthetic import CONTEXT_PAIRS, example_seed, generate_batch, generate_scene, heldout_seeds
 from asmlp.zoo import create_segmenter, model_entry
 
 DEMO_DIR = REPO_ROOT / 'weights' / 'demo'
@@ -160,7 +160,7 @@ def test_train_demo_writes_a_folder_load_pretrained_reads(tmp_path, monkeypatch,
     name = 'upernet_asmlp_nano'
     monkeypatch.setitem(RECIPES, name, Recipe(steps=500, batch_size=2, size=64))  # small and fast
     assert train_demo_main(['--model', name, '--steps', '2', '--out', str(tmp_path / 'demo'), '--eval-scenes', '2',
-                            '--no-progress']) == 0
+                            '--threads', '1', '--no-progress']) == 0
     assert f'{name}: 2 steps' in capsys.readouterr().out
     folder = tmp_path / 'demo' / name
     config = json.loads((folder / 'config.json').read_text())
@@ -172,13 +172,15 @@ def test_train_demo_writes_a_folder_load_pretrained_reads(tmp_path, monkeypatch,
 
 
 def test_training_is_seeded_and_minutes_are_only_a_cap():
+    threads_before = torch.get_num_threads()
     small = Recipe(steps=2, batch_size=2, size=64)
-    a, b, c = (train('upernet_asmlp_nano', seed=seed, progress=False, recipe=small) for seed in (3, 3, 4))
+    a, b, c = (train('upernet_asmlp_nano', seed=seed, progress=False, recipe=small, threads=1) for seed in (3, 3, 4))
     sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
-    capped = train('upernet_asmlp_nano', steps=50, max_minutes=1e-9, progress=False, recipe=small)
+    capped = train('upernet_asmlp_nano', steps=50, max_minutes=1e-9, progress=False, recipe=small, threads=1)
     assert capped.stopped_early and capped.steps_done == 0 and capped.info()['steps'] == 50
+    assert a.threads == 1 and torch.get_num_threads() == threads_before  # restored
 
 
 def test_register_cli():
@@ -194,8 +196,8 @@ def test_register_cli():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get('ASMLP_SLOW') != '1', reason='retrains the three demo models (~25 CPU-minutes); '
-                                                                  'set ASMLP_SLOW=1')
+@pytest.mark.skipif(os.environ.get('ASMLP_SLOW') != '1',
+                    reason='retrains the three demo models (~20 CPU-minutes, more on a busy machine); set ASMLP_SLOW=1')
 @pytest.mark.parametrize('name', DEMO_MODELS)
 def test_retraining_reproduces_the_shipped_numbers(name, shipped):
     config = shipped[name][2]

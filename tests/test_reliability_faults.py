@@ -266,10 +266,6 @@ def test_hub_unreachable_then_back(world, monkeypatch):
     record('hub_unreachable', first_answer_s=round(seconds, 2), down=down[FAULTY].weights, up=up[FAULTY].weights)
 
 
-FETCH_FIX = ('asmlp/hub/fetch.py: fetch_url keeps a cut download (read(amt) does not check Content-Length) and '
-             'marks the host unreachable on a local disk error; remove this marker with the fix (RELIABILITY.md)')
-
-
 def test_download_cut_half_way_then_complete(world):
     world.table[FAULTY]['weights'] = sources('url', world.origin)
     world.origin.cut.add(SEG_FILE)

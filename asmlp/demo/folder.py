@@ -9,7 +9,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
 from ..checkpoint_io import atomic_write

@@ -83,17 +83,25 @@ def train(name: str, *, steps: Optional[int] = None, seed: int = 0, max_minutes:
     """Train the demo model ``name`` from its seeded random init on scenes ``train_seed(seed, i)``.
 
     ``steps`` overrides the recipe's. ``max_minutes`` stops early (the result then depends on the machine's speed;
-    ``stopped_early`` says so). ``threads``: torch threads (None keeps the current setting). The same name, steps,
-    seed, torch version and thread count give the same weights.
+    ``stopped_early`` says so). ``threads``: torch threads while training (None: the current setting; restored
+    afterwards). The same name, steps, seed, torch version and thread count give the same weights.
     """
-    from ..zoo import create_segmenter
     recipe = recipe or RECIPES[name]
     if steps is not None:
         if steps < 1:
             raise ValueError(f'steps must be >= 1, got {steps}')
         recipe = replace(recipe, steps=steps, warmup_steps=min(recipe.warmup_steps, max(steps // 10, 1)))
+    previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        return _train(name, recipe, seed, max_minutes, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(name: str, recipe: Recipe, seed: int, max_minutes: Optional[float], progress: bool) -> TrainResult:
+    from ..zoo import create_segmenter
     torch.manual_seed(seed)
     model = create_segmenter(name).train()
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and 'pos_embed' not in n and 'cls_token' not in n]
