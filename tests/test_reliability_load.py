@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_process import start_app
 from PIL import Image
 
 gradio_client = pytest.importorskip('gradio_client')
@@ -62,29 +60,11 @@ def vm(pid: int, field: str) -> int:
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
     log_path = tmp_path_factory.mktemp('load') / 'app.log'
-    env = dict(os.environ, HF_HUB_OFFLINE='1', GRADIO_ANALYTICS_ENABLED='False', PYTHONUNBUFFERED='1',
-               ASMLP_TORCH_THREADS='1')
-    env.pop('TRITON_INTERPRET', None)
+    extra = {'ASMLP_TORCH_THREADS': '1'}
     if MAX_WAITING is not None:
-        env['ASMLP_MAX_WAITING'] = str(MAX_WAITING)
-    with open(log_path, 'w') as log:
-        proc = subprocess.Popen([sys.executable, 'app.py', '--port', str(port)], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    url = f'http://127.0.0.1:{port}/'
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f'app.py did not start:\n{log_path.read_text()[-3000:]}')
-            time.sleep(0.25)
+        extra['ASMLP_MAX_WAITING'] = str(MAX_WAITING)
+    proc, url = start_app(log_path, extra, timeout=120)
     yield dict(url=url, pid=proc.pid, log=log_path, max_waiting=MAX_WAITING)
     proc.terminate()
     proc.wait(timeout=30)
