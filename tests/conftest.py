@@ -11,7 +11,6 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-from pathlib import Path  # noqa: E402
 
 from app_process import start_app  # noqa: E402
 
