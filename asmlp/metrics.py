@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models.lowres_conv import direct_convolutions
+
 __all__ = ['count_params', 'count_gmacs', 'unfused_attention']
 
 
@@ -39,13 +41,15 @@ def count_gmacs(model: nn.Module, input_size: tuple[int, ...], forward=None) -> 
 
     The model is run on meta tensors (no arithmetic, no memory): build it under ``torch.device('meta')`` or pass
     a real model, whose parameters are then only read for their shapes. ``forward(model, x)`` overrides the call.
+    Convolutions of resized maps are counted as the papers define them (:func:`direct_convolutions`), not as the
+    cheaper equivalent that inference runs.
     """
     device = next(model.parameters()).device
     x = torch.empty(input_size, device=device if device.type == 'meta' else 'meta')
     if device.type != 'meta':
         model = _meta_copy(model)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), unfused_attention(model), counter:
+    with torch.no_grad(), unfused_attention(model), direct_convolutions(), counter:
         (forward or (lambda m, t: m(t)))(model, x)
     return counter.get_total_flops() / 2 / 1e9
 

@@ -237,7 +237,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                     masks = gr.Gallery(label='Colour masks (ADE20K palette)', format='png', columns=3, height=300,
                                        elem_id='masks')
                     opacity = gr.Slider(0, 1, value=0.5, step=0.05, label='Overlay opacity', elem_id='opacity')
-                    overlays = gr.Gallery(label='Overlays', format='png', columns=3, height=300, elem_id='overlays')
+                    overlays = gr.Gallery(label='Overlays', format='jpeg', columns=3, height=300, elem_id='overlays')
                     legend = gr.Markdown(elem_id='legend')
                     with gr.Row():
                         disagreement = gr.Image(label='Disagreement', format='png', elem_id='disagreement',

@@ -10,12 +10,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-
-
-from app_process import start_app  # noqa: E402
-
 import pytest  # noqa: E402
 
+from asmlp.bench.app import start_app, stop_app  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -26,5 +23,4 @@ def app_url(tmp_path_factory):
     startup_log = log_path.read_text()
     assert 'Traceback' not in startup_log and 'Error' not in startup_log, startup_log[-3000:]
     yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_app(proc)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_process import start_app
 from PIL import Image
 
 gradio_client = pytest.importorskip('gradio_client')
@@ -26,6 +25,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import asmlp  # noqa: E402
+from asmlp.bench.app import start_app, stop_app  # noqa: E402
 from asmlp.limits import BUSY_MESSAGE  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,8 +66,7 @@ def server(tmp_path_factory):
         extra['ASMLP_MAX_WAITING'] = str(MAX_WAITING)
     proc, url = start_app(log_path, extra, timeout=120)
     yield dict(url=url, pid=proc.pid, log=log_path, max_waiting=MAX_WAITING)
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_app(proc)
     assert ' failed' not in log_path.read_text(), log_path.read_text()[-3000:]  # no unexpected handler error
 
 

@@ -4,10 +4,11 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import asmlp  # noqa: F401
 from asmlp.models.heads import FCNHead, UPerHead
-from asmlp.models.segmenter import InferenceConfig, Segmenter
+from asmlp.models.segmenter import InferenceConfig, Segmenter, resized_argmax
 from asmlp.preprocess import ADE20K_MEAN, preprocess, rescale_size
 
 
@@ -101,3 +102,34 @@ def test_forward_refuses_bad_tensors(bad, match):
 def test_bad_inference_config(kwargs):
     with pytest.raises(ValueError):
         InferenceConfig(**kwargs)
+
+
+@pytest.mark.parametrize('size', [(37, 50), (7, 9), (3, 40), (64, 5)])  # up, same, down/up mixes
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_resized_argmax_equals_resize_then_argmax(size, channels_last):
+    g = torch.Generator().manual_seed(sum(size))
+    logits = torch.randn(2, 11, 7, 9, generator=g, dtype=torch.float64)
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    expected = F.interpolate(logits, size=size, mode='bilinear', align_corners=False).argmax(1)
+    for band_bytes in (1, 1000, 1 << 20):  # one row per band, a few rows, everything in one band
+        assert torch.equal(resized_argmax(logits, size, band_bytes=band_bytes), expected)
+
+
+def test_resized_argmax_widens_low_precision_logits():
+    logits = torch.randn(1, 150, 16, 22).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    got = resized_argmax(logits, (64, 86))
+    expected = F.interpolate(logits.float(), size=(64, 86), mode='bilinear', align_corners=False).argmax(1)
+    assert got.dtype == torch.int64 and (got == expected).float().mean() > 0.999  # float32 rounding order only
+
+
+@pytest.mark.parametrize('scale', [(128, 64), None])
+def test_predict_resizes_like_mmseg(scale):
+    """'whole': head logits to the network input's size, then to the image's (mmseg EncoderDecoder + postprocess)."""
+    model = tiny_upernet(num_classes=7).double()
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    x = preprocess(image, scale).double()
+    with torch.no_grad():
+        logits = model(x)  # already at the input's size
+        expected = F.interpolate(logits, size=(37, 53), mode='bilinear', align_corners=False).argmax(1)[0]
+    assert np.array_equal(model.predict(image, scale=scale), expected.numpy())

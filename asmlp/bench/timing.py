@@ -31,8 +31,13 @@ def time_fn(fn: Callable[[], object], warmup: int = 20, repeat: int = 200, max_s
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1e3)
-    deciles = statistics.quantiles(samples, n=10) if len(samples) > 1 else samples * 9
-    return Timing(statistics.median(samples), deciles[0], deciles[-1], len(samples))
+    return summarize(samples)
+
+
+def summarize(samples_ms: list[float]) -> Timing:
+    """Median and 10th/90th percentiles of timings in milliseconds."""
+    deciles = statistics.quantiles(samples_ms, n=10) if len(samples_ms) > 1 else list(samples_ms) * 9
+    return Timing(statistics.median(samples_ms), deciles[0], deciles[-1], len(samples_ms))
 
 
 def machine_description() -> str:

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .lowres_conv import conv_of_resized, lowres_enabled, use_lowres
+
 __all__ = ['ConvModule', 'BaseDecodeHead', 'UPerHead', 'FCNHead', 'SETRUPHead', 'MLANeck', 'SETRMLAHead']
 
 
@@ -42,6 +44,11 @@ class ConvModule(nn.Module):
 def _token_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """LayerNorm over the channels of every pixel (token) of an NCHW map."""
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _widened(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32 at least: under autocast they are widened before the final resize, not after."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _check_positive(**values: int) -> None:
@@ -153,8 +160,19 @@ class UPerHead(BaseDecodeHead):
             laterals[i - 1] = laterals[i - 1] + self._resize(laterals[i], laterals[i - 1].shape[2:])
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)] + [laterals[-1]]
         size = outs[0].shape[2:]
+        if not self.training and use_lowres(outs[1:], self.channels, 3, size):
+            return self.cls_seg(self._bottleneck_lowres(outs))
         outs = [outs[0]] + [self._resize(x, size) for x in outs[1:]]
         return self.cls_seg(self.fpn_bottleneck(torch.cat(outs, dim=1)))
+
+    def _bottleneck_lowres(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        """``fpn_bottleneck(cat([outs[0], *resized outs[1:]]))`` with the coarse maps' share of the 3x3 conv computed
+        at their own resolutions (:mod:`asmlp.models.lowres_conv`; ~3x fewer MACs in the head at 512x512)."""
+        block = self.fpn_bottleneck
+        weights = block.conv.weight.split([x.shape[1] for x in outs], dim=1)
+        first = F.conv2d(outs[0], weights[0], padding=1)
+        rest = conv_of_resized(outs[1:], weights[1:], outs[0].shape[2:], self.align_corners)
+        return block.activate(block.bn(first + rest.to(first.dtype)))
 
 
 class FCNHead(BaseDecodeHead):
@@ -238,9 +256,23 @@ class SETRUPHead(BaseDecodeHead):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = _token_norm(self.norm, self._select(features))
-        for up_conv in self.up_convs:
-            x = up_conv(x)
-        return self.cls_seg(x)
+        if self.training or not lowres_enabled():
+            for up_conv in self.up_convs:
+                x = up_conv(x)
+            return self.cls_seg(x)
+        # Inference: each conv reads the previous upsampling without it being materialised
+        # (:mod:`asmlp.models.lowres_conv`), and the 1x1 classifier runs before the last upsampling. Both are exact:
+        # convs and resizes are linear, and bilinear weights sum to 1 (so even the classifier's bias commutes).
+        pending = None  # x stands for resize(x, pending) when set
+        for block, upsample in self.up_convs:
+            if pending is None:
+                x = block(x)
+            elif use_lowres([x], self.channels, block.conv.kernel_size[0], pending):
+                x = block.activate(block.bn(conv_of_resized([x], [block.conv.weight], pending, self.align_corners)))
+            else:
+                x = block(self._resize(x, pending))
+            pending = [int(s * upsample.scale_factor) for s in x.shape[2:]]
+        return self._resize(_widened(self.cls_seg(x)), pending)
 
 
 class MLANeck(nn.Module):
@@ -314,4 +346,9 @@ class SETRMLAHead(BaseDecodeHead):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         inputs = self._select(features)
+        if not self.training and lowres_enabled() and len({x.shape[2:] for x in inputs}) == 1:
+            # Inference: classify before upsampling (exact: the 1x1 conv commutes with a bilinear resize).
+            low = torch.cat([up[1](up[0](x)) for up, x in zip(self.up_convs, inputs)], dim=1)
+            size = [int(s * self.up_convs[0][2].scale_factor) for s in low.shape[2:]]
+            return self._resize(_widened(self.cls_seg(low)), size)
         return self.cls_seg(torch.cat([up(x) for up, x in zip(self.up_convs, inputs)], dim=1))
