@@ -8,8 +8,11 @@ os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 def main() -> None:
     import argparse
 
+    from asmlp.allocator import keep_freed_memory
     from asmlp.limits import queue_settings
     from asmlp.ui import build_app
+
+    keep_freed_memory()  # large activations reuse freed memory instead of fresh pages (asmlp/allocator.py)
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default=os.environ.get('GRADIO_SERVER_NAME', '127.0.0.1'))

@@ -133,3 +133,11 @@ def test_predict_resizes_like_mmseg(scale):
         logits = model(x)  # already at the input's size
         expected = F.interpolate(logits, size=(37, 53), mode='bilinear', align_corners=False).argmax(1)[0]
     assert np.array_equal(model.predict(image, scale=scale), expected.numpy())
+
+
+def test_resized_argmax_blends_in_float32_under_autocast():
+    logits = torch.randn(1, 150, 16, 22).contiguous(memory_format=torch.channels_last)
+    expected = F.interpolate(logits, size=(64, 86), mode='bilinear', align_corners=False).argmax(1)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = resized_argmax(logits, (64, 86))
+    assert (got == expected).float().mean() > 0.9999  # bf16 blending would flip ~1% of the pixels

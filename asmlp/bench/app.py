@@ -109,7 +109,9 @@ def bench_compare_api(image_path: Path, models, short_side: int, repeat: int, lo
 
 
 def bench_compare_engine(image: np.ndarray, models, short_side: int, repeat: int) -> tuple[list[float], dict]:
+    from ..allocator import keep_freed_memory
     from ..service import Engine
+    keep_freed_memory()  # as app.py does
     engine = Engine()
     engine.segment(image, models, 'cpu', 'auto', short_side)
     seconds, per_model = [], {name: [] for name in models}

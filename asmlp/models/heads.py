@@ -35,7 +35,7 @@ class ConvModule(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
-        self.activate = nn.ReLU()
+        self.activate = nn.ReLU(inplace=True)  # as mmcv ConvModule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.bn(self.conv(x)))

@@ -151,14 +151,15 @@ def resized_argmax(logits: torch.Tensor, size, band_bytes: int = 4 << 20) -> tor
     flat = logits.permute(0, 2, 3, 1).reshape(batch, h, w * classes)  # a view for channels_last logits
     band = max(1, band_bytes // (width * classes * logits.element_size()))
     labels = torch.empty((batch, height, width), dtype=torch.int64, device=logits.device)
-    for y0 in range(0, height, band):
-        y1 = min(height, y0 + band)
-        used = (rows[y0:y1] != 0).any(0).nonzero()
-        i0, i1 = int(used[0]), int(used[-1]) + 1
-        along_h = torch.matmul(rows[y0:y1, i0:i1], flat[:, i0:i1]).view(batch, y1 - y0, w, classes)
-        resized = F.interpolate(along_h.permute(0, 3, 1, 2), size=(y1 - y0, width), mode='bilinear',
-                                align_corners=False)
-        torch.argmax(resized, 1, out=labels[:, y0:y1])
+    with torch.autocast(logits.device.type, enabled=False):  # blend in float32 even inside a bf16 autocast
+        for y0 in range(0, height, band):
+            y1 = min(height, y0 + band)
+            used = (rows[y0:y1] != 0).any(0).nonzero()
+            i0, i1 = int(used[0]), int(used[-1]) + 1
+            along_h = torch.matmul(rows[y0:y1, i0:i1], flat[:, i0:i1]).view(batch, y1 - y0, w, classes)
+            resized = F.interpolate(along_h.permute(0, 3, 1, 2), size=(y1 - y0, width), mode='bilinear',
+                                    align_corners=False)
+            torch.argmax(resized, 1, out=labels[:, y0:y1])
     return labels
 
 
