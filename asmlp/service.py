@@ -109,6 +109,12 @@ def default_models() -> list[str]:
     return chosen
 
 
+def default_short_side(names) -> int:
+    """The inference size to propose for ``names``: the largest of their test resizes' short sides (zoo
+    ``inference.short_side``; 512 for the ADE20K models, 128 for the demo models trained at that size)."""
+    return max((model_entry(n)['inference'].get('short_side', 512) for n in names), default=512)
+
+
 @dataclass
 class Loaded:
     model: torch.nn.Module

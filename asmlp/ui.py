@@ -20,7 +20,7 @@ from .report import metrics_figure, metrics_table, paper_table
 from .image_io import ImageInputError, load_image
 from .limits import Busy, InferenceTimeout
 from .paths import REPO_ROOT
-from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_models
+from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_models, default_short_side
 from .zoo import list_models, model_entry
 
 EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
@@ -225,12 +225,15 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                         map(str, EXAMPLES_DIR.glob('*.jpg')))
                     if examples:
                         gr.Examples(examples, inputs=image, label='Examples (licences: assets/examples/LICENSES.md)')
-                    models = gr.CheckboxGroup(_model_choices(), value=default_models(), label='Models',
+                    chosen = default_models()
+                    models = gr.CheckboxGroup(_model_choices(), value=chosen, label='Models',
                                               elem_id='models')
                     with gr.Row():
                         device = gr.Radio(list(DEVICES), value='auto', label='Device')
                         precision = gr.Radio(list(PRECISIONS), value='auto', label='Precision')
-                    short_side = gr.Slider(128, 1024, value=512, step=32, label='Inference size (short side, px)')
+                    short_side = gr.Slider(128, 1024, value=default_short_side(chosen), step=32,
+                                           label="Inference size (short side, px; the models' test size)",
+                                           elem_id='short-side')
                     run = gr.Button('Segment', variant='primary', elem_id='run')
                 with gr.Column(scale=2):
                     status = gr.Markdown(elem_id='status')
@@ -297,6 +300,9 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                   [status, masks, overlays, legend, disagreement, disagreement_text, state], api_name='compare',
                   concurrency_limit=model_workers, concurrency_id='models')
         opacity.change(reblend, [state, opacity], [overlays], api_visibility='private', show_progress='hidden')
+        known = set(list_models())
+        models.change(lambda names: default_short_side(n for n in names or () if n in known), [models],
+                      [short_side], api_visibility='private', show_progress='hidden')  # the chosen models' test size
         measure_btn.click(measure, [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
                           api_name='measure', concurrency_limit=model_workers, concurrency_id='models')
     return demo

@@ -8,8 +8,9 @@ from asmlp.ade20k import PALETTE
 from asmlp.demo.evaluate import iou_report
 from asmlp.demo.examples import EXAMPLE_INDICES, EXAMPLE_SIZE, example_path
 from asmlp.demo.recipes import DEMO_SIZE
-from asmlp.service import default_models
+from asmlp.service import default_models, default_short_side
 from asmlp.synthetic import example_seed, generate_scene
+from asmlp.zoo import model_entry
 
 from test_demo_weights import MIOU_FLOORS
 
@@ -29,6 +30,11 @@ def labels_from_mask(path):
 
 def test_demo_models_are_the_defaults():
     assert sorted(default_models()) == DEMO
+
+
+def test_the_app_proposes_the_demo_models_training_size():
+    assert default_short_side(default_models()) == DEMO_SIZE
+    assert all(model_entry(name)['inference']['short_side'] == DEMO_SIZE for name in DEMO)  # zoo data == recipe
 
 
 @pytest.fixture(scope='module')

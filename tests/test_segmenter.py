@@ -98,7 +98,8 @@ def test_forward_refuses_bad_tensors(bad, match):
         tiny_upernet()(bad)
 
 
-@pytest.mark.parametrize('kwargs', [dict(mode='sliding'), dict(mode='slide', crop_size=(0, 512))])
+@pytest.mark.parametrize('kwargs', [dict(mode='sliding'), dict(mode='slide', crop_size=(0, 512)), dict(short_side=16),
+                                    dict(short_side=512.0)])
 def test_bad_inference_config(kwargs):
     with pytest.raises(ValueError):
         InferenceConfig(**kwargs)

@@ -76,3 +76,10 @@ def test_segment_and_measure():
     assert 900 < row['gmacs_512x2048'] < 1000 and 0 < row['gmacs'] < row['gmacs_512x2048']
     with pytest.raises(ValueError, match='short side'):
         engine.segment(image, ['upernet_asmlp_tiny'], 'cpu', 'fp32', short_side=5000)
+
+
+def test_default_short_side_is_the_models_test_size():
+    from asmlp.service import default_short_side
+    assert default_short_side(['upernet_asmlp_nano', 'setr_pup_vit_nano']) == 128  # trained at 128 px
+    assert default_short_side(['upernet_asmlp_nano', 'upernet_swin_tiny']) == 512  # ADE20K models: mmseg's 512
+    assert default_short_side([]) == 512

@@ -24,16 +24,21 @@ __all__ = ['InferenceConfig', 'Segmenter', 'resized_argmax']
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """mmseg ``test_cfg``: ``mode`` 'whole' or 'slide' (with ``crop_size`` and ``stride`` as (H, W))."""
+    """mmseg ``test_cfg``: ``mode`` 'whole' or 'slide' (with ``crop_size`` and ``stride`` as (H, W)); ``short_side``:
+    the test resize's short side (ADE20K: 512, mmseg's img_scale (2048, 512); the demo models: 128, their training
+    size), what the app proposes as the inference size."""
     mode: str = 'whole'
     crop_size: tuple[int, int] = (512, 512)
     stride: tuple[int, int] = (341, 341)
+    short_side: int = 512
 
     def __post_init__(self):
         if self.mode not in ('whole', 'slide'):
             raise ValueError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
         if min(*self.crop_size, *self.stride) < 1:
             raise ValueError(f'crop_size and stride must be >= 1, got {self.crop_size} / {self.stride}')
+        if not isinstance(self.short_side, int) or not 32 <= self.short_side <= 2048:
+            raise ValueError(f'short_side must be an int within 32..2048, got {self.short_side!r}')
 
 
 class Segmenter(nn.Module):
