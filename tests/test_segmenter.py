@@ -8,7 +8,10 @@ import torch.nn.functional as F
 
 import asmlp  # noqa: F401
 from asmlp.models.heads import FCNHead, UPerHead
-from asmlp.models.segmenter import InferenceConfig, Segmenter, resized_argmax
+from asmlp.models.heads import SETRUPHead
+from asmlp.models.label_maps import blended_argmax, resized_argmax
+from asmlp.models.lowres_conv import direct_convolutions
+from asmlp.models.segmenter import InferenceConfig, Segmenter
 from asmlp.preprocess import ADE20K_MEAN, preprocess, rescale_size
 
 
@@ -142,3 +145,40 @@ def test_resized_argmax_blends_in_float32_under_autocast():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         got = resized_argmax(logits, (64, 86))
     assert (got == expected).float().mean() > 0.9999  # bf16 blending would flip ~1% of the pixels
+
+
+def test_blended_argmax_equals_sum_then_argmax():
+    """Overlapping pieces of different sizes, each resized to its box; any band height."""
+    g = torch.Generator().manual_seed(3)
+    boxes = [(0, 20, 0, 24), (0, 20, 13, 37), (9, 29, 5, 37), (19, 29, 0, 10)]  # cover a 29 x 37 canvas
+    pieces = [(torch.randn(2, 6, h, w, generator=g, dtype=torch.float64), box)
+              for (h, w), box in zip([(5, 6), (20, 24), (7, 3), (10, 10)], boxes)]
+    total = torch.zeros(2, 6, 29, 37, dtype=torch.float64)
+    for logits, (y1, y2, x1, x2) in pieces:
+        total[:, :, y1:y2, x1:x2] += F.interpolate(logits, size=(y2 - y1, x2 - x1), mode='bilinear',
+                                                   align_corners=False)
+    for band_bytes in (1, 2000, 1 << 22):
+        assert torch.equal(blended_argmax(pieces, (29, 37), band_bytes=band_bytes), total.argmax(1))
+    with pytest.raises(ValueError, match='does not fit'):
+        blended_argmax([(pieces[0][0], (0, 30, 0, 37))], (29, 37))
+
+
+def tiny_setr(num_convs, up_scale, **inference):
+    backbone = timm.create_model('asmlp_tiny', features_only=True, embed_dim=8, depths=(1, 1, 1, 1))
+    head = SETRUPHead(64, 16, num_convs=num_convs, up_scale=up_scale, kernel_size=3, num_classes=7, in_index=3)
+    return Segmenter(backbone, head, inference=InferenceConfig(**inference)).double().eval()
+
+
+@pytest.mark.parametrize('mode', ['slide', 'whole'])
+@pytest.mark.parametrize('num_convs,up_scale', [(5, 2), (2, 4)])  # logits at the crop's size / at half of it
+def test_predict_fuses_crops_like_slide_inference(mode, num_convs, up_scale):
+    """predict() blends the crops' head logits before their last resize; the reference runs mmseg's
+    slide_inference with every convolution literal, then the argmax."""
+    torch.manual_seed(0)
+    model = tiny_setr(num_convs, up_scale, mode=mode, crop_size=(64, 64), stride=(43, 43))
+    image = np.random.default_rng(1).integers(0, 256, (64, 101, 3), dtype=np.uint8)  # 2 crops, 21 columns shared
+    assert len(model.crop_boxes(64, 101)) == (2 if mode == 'slide' else 1)
+    x = preprocess(image, scale=None).double()
+    with torch.no_grad(), direct_convolutions():
+        expected = model(x).argmax(1)[0].numpy()
+    assert np.array_equal(model.predict(image, scale=None), expected)

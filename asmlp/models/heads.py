@@ -17,7 +17,7 @@ the image is the segmenter's job. Losses and training-only logic of mmseg are no
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -118,6 +118,15 @@ class BaseDecodeHead(nn.Module):
 
     def cls_seg(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_seg(self.dropout(x))
+
+    def forward_lowres(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, Optional[list[int]]]:
+        """``(logits, size)``: the head's logits before a final bilinear resize to ``size`` that it leaves to the
+        caller (None: no such resize, ``forward`` returns ``logits``). A segmenter can then fuse that resize into
+        its own (:func:`asmlp.models.label_maps.blended_argmax`)."""
+        return self(features), None
+
+    def _finish(self, logits: torch.Tensor, size: Optional[list[int]]) -> torch.Tensor:
+        return logits if size is None else self._resize(_widened(logits), size)
 
 
 class UPerHead(BaseDecodeHead):
@@ -255,11 +264,14 @@ class SETRUPHead(BaseDecodeHead):
             ) for i in range(num_convs)])
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self._finish(*self.forward_lowres(features))
+
+    def forward_lowres(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, Optional[list[int]]]:
         x = _token_norm(self.norm, self._select(features))
         if self.training or not lowres_enabled():
             for up_conv in self.up_convs:
                 x = up_conv(x)
-            return self.cls_seg(x)
+            return self.cls_seg(x), None
         # Inference: each conv reads the previous upsampling without it being materialised
         # (:mod:`asmlp.models.lowres_conv`), and the 1x1 classifier runs before the last upsampling. Both are exact:
         # convs and resizes are linear, and bilinear weights sum to 1 (so even the classifier's bias commutes).
@@ -272,7 +284,7 @@ class SETRUPHead(BaseDecodeHead):
             else:
                 x = block(self._resize(x, pending))
             pending = [int(s * upsample.scale_factor) for s in x.shape[2:]]
-        return self._resize(_widened(self.cls_seg(x)), pending)
+        return self.cls_seg(x), pending
 
 
 class MLANeck(nn.Module):
@@ -345,10 +357,12 @@ class SETRMLAHead(BaseDecodeHead):
             ) for c in self.in_channels])
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self._finish(*self.forward_lowres(features))
+
+    def forward_lowres(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, Optional[list[int]]]:
         inputs = self._select(features)
         if not self.training and lowres_enabled() and len({x.shape[2:] for x in inputs}) == 1:
             # Inference: classify before upsampling (exact: the 1x1 conv commutes with a bilinear resize).
             low = torch.cat([up[1](up[0](x)) for up, x in zip(self.up_convs, inputs)], dim=1)
-            size = [int(s * self.up_convs[0][2].scale_factor) for s in low.shape[2:]]
-            return self._resize(_widened(self.cls_seg(low)), size)
-        return self.cls_seg(torch.cat([up(x) for up, x in zip(self.up_convs, inputs)], dim=1))
+            return self.cls_seg(low), [int(s * self.up_convs[0][2].scale_factor) for s in low.shape[2:]]
+        return self.cls_seg(torch.cat([up(x) for up, x in zip(self.up_convs, inputs)], dim=1)), None

@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..preprocess import ADE20K_SCALE, check_rgb_image, preprocess
-from .lowres_conv import interpolation_matrix
+from .label_maps import blended_argmax, resize_logits, resized_argmax
 
-__all__ = ['InferenceConfig', 'Segmenter', 'resized_argmax']
+__all__ = ['InferenceConfig', 'Segmenter']
 
 
 @dataclass(frozen=True)
@@ -77,30 +77,39 @@ class Segmenter(nn.Module):
     def encode_decode(self, img: torch.Tensor) -> torch.Tensor:
         """Decode-head logits for ``img``, resized (bilinear, align_corners=False) to ``img``'s size; in float32 at
         least (under autocast the head's low-resolution logits are widened before the resize, not after)."""
-        return _resize(self.decode_head(self.extract_features(img)), img.shape[-2:])
+        return resize_logits(self.decode_head(self.extract_features(img)), img.shape[-2:])
 
-    def slide_inference(self, img: torch.Tensor) -> torch.Tensor:
-        """mmseg ``slide_inference``: average the logits of overlapping crops (the last crop is aligned to the edge)."""
+    def crop_boxes(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """mmseg ``slide_inference``'s crops of an image (y1, y2, x1, x2): every ``stride`` pixels, the last one
+        aligned to the edge; one box covering the image in 'whole' mode."""
+        if self.inference.mode == 'whole':
+            return [(0, height, 0, width)]
         (crop_h, crop_w), (stride_h, stride_w) = self.inference.crop_size, self.inference.stride
-        batch, _, height, width = img.shape
         grids_h = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
         grids_w = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
-        logits = count = None
+        boxes = []
         for i in range(grids_h):
             for j in range(grids_w):
                 y2, x2 = min(i * stride_h + crop_h, height), min(j * stride_w + crop_w, width)
-                y1, x1 = max(y2 - crop_h, 0), max(x2 - crop_w, 0)
-                crop = self.encode_decode(img[:, :, y1:y2, x1:x2])
-                if logits is None:  # float32 at least, laid out like the crops; the first crop is copied in
-                    dtype = torch.promote_types(crop.dtype, torch.float32)
-                    logits = torch.empty((batch, self.num_classes, height, width), dtype=dtype,
-                                         device=crop.device, memory_format=_memory_format(crop))
-                    _zero_outside(logits, y1, y2, x1, x2)
-                    logits[:, :, y1:y2, x1:x2] = crop
-                    count = img.new_zeros((1, 1, height, width), dtype=dtype)
-                else:
-                    logits[:, :, y1:y2, x1:x2] += crop
-                count[:, :, y1:y2, x1:x2] += 1
+                boxes.append((max(y2 - crop_h, 0), y2, max(x2 - crop_w, 0), x2))
+        return boxes
+
+    def slide_inference(self, img: torch.Tensor) -> torch.Tensor:
+        """mmseg ``slide_inference``: average the logits of overlapping crops (:meth:`crop_boxes`)."""
+        batch, _, height, width = img.shape
+        logits = count = None
+        for y1, y2, x1, x2 in self.crop_boxes(height, width):
+            crop = self.encode_decode(img[:, :, y1:y2, x1:x2])
+            if logits is None:  # float32 at least, laid out like the crops; the first crop is copied in
+                dtype = torch.promote_types(crop.dtype, torch.float32)
+                logits = torch.empty((batch, self.num_classes, height, width), dtype=dtype,
+                                     device=crop.device, memory_format=_memory_format(crop))
+                _zero_outside(logits, y1, y2, x1, x2)
+                logits[:, :, y1:y2, x1:x2] = crop
+                count = img.new_zeros((1, 1, height, width), dtype=dtype)
+            else:
+                logits[:, :, y1:y2, x1:x2] += crop
+            count[:, :, y1:y2, x1:x2] += 1
         return logits.div_(count)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -132,49 +141,16 @@ class Segmenter(nn.Module):
         x = preprocess(image, scale).to(device=param.device, dtype=param.dtype)
         x = x.contiguous(memory_format=torch.channels_last)  # the fast layout for oneDNN and cuDNN
         self._check_input(x)
-        if self.inference.mode == 'slide':
-            logits = self.slide_inference(x)
-        else:
-            logits = self.decode_head(self.extract_features(x))
-            if tuple(x.shape[-2:]) != (height, width):
-                logits = _resize(logits, x.shape[-2:])
-        return resized_argmax(logits, (height, width))[0].cpu().numpy()
-
-
-def resized_argmax(logits: torch.Tensor, size, band_bytes: int = 4 << 20) -> torch.Tensor:
-    """``_resize(logits, size).argmax(1)`` without materialising the resized logits on the CPU: bands of output rows
-    (``band_bytes`` of float32 logits each, cache-sized) are resized along H by the rows of the interpolation matrix
-    that :func:`asmlp.models.lowres_conv.interpolation_matrix` takes from ``F.interpolate``, along W by
-    ``F.interpolate`` (the H scale of a band is 1, exactly the identity), then reduced. (N, H, W) int64."""
-    size = tuple(int(s) for s in size)
-    if tuple(logits.shape[-2:]) == size or logits.device.type != 'cpu':
-        return _resize(logits, size).argmax(1)
-    batch, classes, h, w = logits.shape
-    height, width = size
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    rows = interpolation_matrix(h, height, False).to(logits.dtype)
-    flat = logits.permute(0, 2, 3, 1).reshape(batch, h, w * classes)  # a view for channels_last logits
-    band = max(1, band_bytes // (width * classes * logits.element_size()))
-    labels = torch.empty((batch, height, width), dtype=torch.int64, device=logits.device)
-    with torch.autocast(logits.device.type, enabled=False):  # blend in float32 even inside a bf16 autocast
-        for y0 in range(0, height, band):
-            y1 = min(height, y0 + band)
-            used = (rows[y0:y1] != 0).any(0).nonzero()
-            i0, i1 = int(used[0]), int(used[-1]) + 1
-            along_h = torch.matmul(rows[y0:y1, i0:i1], flat[:, i0:i1]).view(batch, y1 - y0, w, classes)
-            resized = F.interpolate(along_h.permute(0, 3, 1, 2), size=(y1 - y0, width), mode='bilinear',
-                                    align_corners=False)
-            torch.argmax(resized, 1, out=labels[:, y0:y1])
-    return labels
-
-
-def _resize(logits: torch.Tensor, size) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) to ``size``, in float32 at least (under autocast, low-resolution logits
-    are widened before they are resized, not after); a map already of that size is returned as is."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    return F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=False)
+        if tuple(x.shape[-2:]) != (height, width):  # mmseg: logits at the input's size, then at the image's
+            return resized_argmax(self(x), (height, width))[0].cpu().numpy()
+        pieces = []  # each crop's logits before their last resize, fused into one banded resize + sum + argmax
+        for y1, y2, x1, x2 in self.crop_boxes(height, width):
+            crop = x[:, :, y1:y2, x1:x2]
+            logits, size = self.decode_head.forward_lowres(self.extract_features(crop))
+            if size is not None and tuple(size) != tuple(crop.shape[-2:]):
+                logits = resize_logits(logits, size)  # a head resize to another size: done as is
+            pieces.append((logits, (y1, y2, x1, x2)))
+        return blended_argmax(pieces, (height, width))[0].cpu().numpy()
 
 
 def _zero_outside(x: torch.Tensor, y1: int, y2: int, x1: int, x2: int) -> None:
