@@ -27,8 +27,22 @@ def test_bench_models_small_run():
     assert 'fastest configuration' in out.stdout
 
 
+def test_bench_app_small_run():
+    """The app benchmark end to end on small demo models: start-up, a compare through the API, the engine."""
+    out = run('bench', 'app', '--size', '128', '171', '--models', 'upernet_asmlp_nano', 'setr_pup_vit_nano',
+              '--repeat', '1')
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert any(line.startswith('start-up, `python app.py` to HTTP 200') for line in lines)
+    assert any(line.startswith('warm compare through the API, upernet_asmlp_nano + setr_pup_vit_nano, 128x171 image')
+               for line in lines)
+    engine = next(line for line in lines if line.startswith('the same in-process'))
+    assert 'upernet_asmlp_nano' in engine and 'setr_pup_vit_nano' in engine
+
+
 @pytest.mark.parametrize('args,message', [
     (('bench', 'models', '--models', 'nope'), 'unknown model'),
+    (('bench', 'app', '--models', 'nope'), 'unknown model'),
     (('bench', 'models', '--size', '0', '64'), 'sizes must be >= 1'),
     (('info', '--size', '512'), 'expected 2 arguments'),
 ])
