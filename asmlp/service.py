@@ -8,7 +8,6 @@ import functools
 import gc
 import logging
 import re
-import statistics
 import threading
 import time
 import zlib
@@ -392,6 +391,7 @@ class Engine:
                 short_side: int = 512, runs: int = 5) -> list[dict]:
         """Per model: warm latency (median and p10-p90 of ``runs``), GMACs at the inference size and at the
         papers' 512x2048, parameters, peak memory of one forward, and the published numbers."""
+        from .bench.timing import summarize
         from .metrics import peak_memory_mb
         from .preprocess import preprocess
 
@@ -401,7 +401,7 @@ class Engine:
         scale = (4 * int(short_side), int(short_side))
 
         def work():
-            x = preprocess(image, scale).to(dev)
+            x = preprocess(image, scale).to(dev).contiguous(memory_format=torch.channels_last)  # as predict()
             rows = []
             for name in names:
                 loaded = self.get(name, dev)
@@ -412,13 +412,12 @@ class Engine:
                     if dev.type == 'cuda':
                         torch.cuda.synchronize()
                 forward()  # warm-up
-                times = _time_runs(forward, runs, dev)
+                timing = summarize(_time_runs(forward, runs, dev))
                 at_size = _cached_metrics(name, tuple(x.shape[-2:]))
                 paper = _cached_metrics(name, (512, 2048))
-                deciles = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
                 rows.append(dict(
                     name=name, device=dev.type, precision=prec, input=f'{x.shape[-2]}x{x.shape[-1]}',
-                    latency_ms=statistics.median(times), p10_ms=deciles[0], p90_ms=deciles[-1], runs=len(times),
+                    latency_ms=timing.median_ms, p10_ms=timing.p10_ms, p90_ms=timing.p90_ms, runs=timing.runs,
                     gmacs=at_size['gmacs'], gmacs_512x2048=paper['gmacs'], params=at_size['params'],
                     peak_memory_mb=peak_memory_mb(forward, dev), paper_params=paper['paper_params'],
                     paper_gmacs=paper['paper_gmacs'], paper_miou_ss=paper['paper_miou_ss'],
