@@ -1,4 +1,5 @@
 """Command line smoke tests: the benchmark commands run and print their tables (timings are never asserted)."""
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,9 @@ def test_bench_app_small_run():
                for line in lines)
     engine = next(line for line in lines if line.startswith('the same in-process'))
     assert 'upernet_asmlp_nano' in engine and 'setr_pup_vit_nano' in engine
+    literal = next(line for line in lines if line.startswith('labels equal to the literal fp32'))
+    fp32 = [float(p) for p in re.findall(r'([0-9.]+)% \(fp32\)', literal)]
+    assert len(fp32) == 2 and min(fp32) >= 99.9  # the inference shortcuts compute the same function (to rounding)
 
 
 @pytest.mark.parametrize('args,message', [

@@ -8,7 +8,8 @@
   the app finds (random-initialised models cost the same time as trained ones).
 
 The same compare is also timed in this process through :class:`asmlp.service.Engine` (no HTTP, no PNGs) with the
-per-model seconds, to show where the time goes.
+per-model seconds, to show where the time goes; and its label maps are compared with the literal computation
+(:func:`literal_labels`: fp32, the papers' convolutions, full-size logits), in the app's precision and in fp32.
 """
 from __future__ import annotations
 
@@ -108,7 +109,9 @@ def bench_compare_api(image_path: Path, models, short_side: int, repeat: int, lo
         stop_app(proc)
 
 
-def bench_compare_engine(image: np.ndarray, models, short_side: int, repeat: int) -> tuple[list[float], dict]:
+def bench_compare_engine(image: np.ndarray, models, short_side: int, repeat: int) -> tuple[list[float], dict, dict]:
+    """Engine timings, and per model how many pixels of the app's labels (and of fp32 labels on the same path)
+    equal the literal computation's in fp32 (:func:`literal_labels`)."""
     from ..allocator import keep_freed_memory
     from ..service import Engine
     keep_freed_memory()  # as app.py does
@@ -121,7 +124,26 @@ def bench_compare_engine(image: np.ndarray, models, short_side: int, repeat: int
         seconds.append(time.perf_counter() - start)
         for r in results:
             per_model[r.name].append(r.seconds)
-    return seconds, {name: timing(s) for name, s in per_model.items()}
+    fp32 = engine.segment(image, models, 'cpu', 'fp32', short_side)
+    agreement = {}
+    for app_result, fp32_result in zip(results, fp32):
+        literal = literal_labels(engine.get(app_result.name, 'cpu').model, image, short_side)
+        agreement[app_result.name] = (float((app_result.labels == literal).mean()),
+                                      float((fp32_result.labels == literal).mean()), app_result.precision)
+    return seconds, {name: timing(s) for name, s in per_model.items()}, agreement
+
+
+def literal_labels(model, image: np.ndarray, short_side: int) -> np.ndarray:
+    """The label map as mmseg computes it: fp32, every convolution of a resized map as written in the papers, full
+    logits resized to the image, then the argmax."""
+    import torch
+    import torch.nn.functional as F
+    from ..models.lowres_conv import direct_convolutions
+    from ..preprocess import preprocess
+    x = preprocess(image, (4 * short_side, short_side))
+    with torch.inference_mode(), direct_convolutions():
+        logits = F.interpolate(model(x), size=image.shape[:2], mode='bilinear', align_corners=False)
+    return logits.argmax(1)[0].numpy()
 
 
 def main(models=DEFAULT_MODELS, size=(512, 683), repeat: int = 5, threads: int = 2) -> None:
@@ -142,7 +164,10 @@ def main(models=DEFAULT_MODELS, size=(512, 683), repeat: int = 5, threads: int =
         print(f'warm compare through the API, {" + ".join(models)}, {height}x{width} image, inference short side '
               f'{short_side}, masks only: {api.median_ms / 1e3:.2f} s (p10 {api.p10_ms / 1e3:.2f}, '
               f'p90 {api.p90_ms / 1e3:.2f}, n={api.runs})', flush=True)
-        total, per_model = bench_compare_engine(image, models, short_side, repeat)
+        total, per_model, agreement = bench_compare_engine(image, models, short_side, repeat)
         total = timing(total)
         print(f'the same in-process (Engine.segment, no HTTP/PNG): {total.median_ms / 1e3:.2f} s; per model: ' +
               ', '.join(f'{name} {t.median_ms / 1e3:.2f} s' for name, t in per_model.items()))
+        print('labels equal to the literal fp32 computation (direct convolutions, full-size logits): ' +
+              ', '.join(f'{name} {100 * app:.2f}% ({precision}), {100 * fp32:.3f}% (fp32)'
+                        for name, (app, fp32, precision) in agreement.items()))
