@@ -42,14 +42,13 @@ def _bench(args: argparse.Namespace) -> None:
     elif args.what in ('models', 'app'):
         from .zoo import model_entry
         if args.what == 'models':
-            from .bench.models import DEFAULT_MODELS, main
+            from .bench.models import DEFAULT_MODELS, DEFAULT_SIZE, main
         else:
-            from .bench.app import DEFAULT_MODELS, main
+            from .bench.app import DEFAULT_MODELS, DEFAULT_SIZE, main
         models = args.models or DEFAULT_MODELS
         for name in models:
             model_entry(name)  # unknown names fail here, with the list of known ones
-        size = tuple(args.size or ((512, 512) if args.what == 'models' else (512, 683)))
-        main(models, size, repeat=args.repeat or 5, threads=args.threads)
+        main(models, tuple(args.size or DEFAULT_SIZE), repeat=args.repeat or 5, threads=args.threads)
 
 
 def _positive_size(text: str) -> int:

@@ -25,24 +25,14 @@ from asmlp import zoo
 from asmlp.convert import write_converted
 from asmlp.hub import net
 from asmlp.hub.publish import PublishError, publish_folder
+from test_hub import tiny_entry as hub_tiny_entry
 
 TINY = 'tiny_publish_upernet_asmlp'
 
 
 def tiny_entry(table: dict) -> dict:
-    base = table['upernet_asmlp_base']
-    return {
-        'family': 'AS-MLP', 'title': 'UperNet + AS-MLP (tiny test model)',
-        'backbone': {'type': 'asmlp', 'name': 'asmlp_tiny',
-                     'kwargs': {'shift_size': 5, 'embed_dim': 8, 'depths': [1, 1, 1, 1]}},
-        'decode_head': {'type': 'UPerHead', 'kwargs': {'in_channels': [8, 16, 32, 64], 'channels': 16,
-                                                       'pool_scales': [1, 2, 3, 6], 'num_classes': 150}},
-        'auxiliary_head': [{'type': 'FCNHead', 'kwargs': {'in_channels': 32, 'channels': 8, 'in_index': 2,
-                                                          'num_classes': 150}}],
-        'inference': {'mode': 'whole'},
-        'published': copy.deepcopy(base['published']),
-        'weights': copy.deepcopy(base['weights']),
-    }
+    """test_hub's tiny AS-MLP UperNet, with AS-MLP-B's real weight sources (the Hub repo a publish targets)."""
+    return {**hub_tiny_entry(table), 'weights': copy.deepcopy(table['upernet_asmlp_base']['weights'])}
 
 
 class AnsweringServer:

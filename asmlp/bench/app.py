@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..allocator import keep_freed_memory
+from ..service import DEFAULT_MODELS, Engine
 from .timing import Timing, machine_description, summarize
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_MODELS = ('upernet_asmlp_tiny', 'upernet_swin_tiny', 'setr_pup_vit_small')
+DEFAULT_SIZE = (512, 683)  # issue 6: an ADE20K-like 512x683 image
 EXAMPLE = REPO / 'assets' / 'examples' / 'rocket_launch.jpg'
 
 
@@ -112,8 +114,6 @@ def bench_compare_api(image_path: Path, models, short_side: int, repeat: int, lo
 def bench_compare_engine(image: np.ndarray, models, short_side: int, repeat: int) -> tuple[list[float], dict, dict]:
     """Engine timings, and per model how many pixels of the app's labels (and of fp32 labels on the same path)
     equal the literal computation's in fp32 (:func:`literal_labels`)."""
-    from ..allocator import keep_freed_memory
-    from ..service import Engine
     keep_freed_memory()  # as app.py does
     engine = Engine()
     engine.segment(image, models, 'cpu', 'auto', short_side)
@@ -146,7 +146,7 @@ def literal_labels(model, image: np.ndarray, short_side: int) -> np.ndarray:
     return logits.argmax(1)[0].numpy()
 
 
-def main(models=DEFAULT_MODELS, size=(512, 683), repeat: int = 5, threads: int = 2) -> None:
+def main(models=DEFAULT_MODELS, size=DEFAULT_SIZE, repeat: int = 5, threads: int = 2) -> None:
     import torch
     torch.set_num_threads(threads)
     height, width = size

@@ -12,10 +12,11 @@ import torch
 
 from ..precision import autocast, cpu_bf16_supported
 from ..preprocess import preprocess
+from ..service import DEFAULT_MODELS
 from ..zoo import create_segmenter
 from .timing import machine_description, time_fn
 
-DEFAULT_MODELS = ('upernet_asmlp_tiny', 'upernet_swin_tiny', 'setr_pup_vit_small')
+DEFAULT_SIZE = (512, 512)
 FORMATS = {'NCHW': torch.contiguous_format, 'channels_last': torch.channels_last}
 
 
@@ -72,7 +73,7 @@ def format_rows(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def main(models=DEFAULT_MODELS, size=(512, 512), repeat: int = 5, threads: int = 2) -> None:
+def main(models=DEFAULT_MODELS, size=DEFAULT_SIZE, repeat: int = 5, threads: int = 2) -> None:
     torch.set_num_threads(threads)
     precisions = ('fp32', 'bf16') if cpu_bf16_supported() else ('fp32',)
     height, width = size

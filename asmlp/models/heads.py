@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .label_maps import widened
 from .lowres_conv import conv_of_resized, lowres_enabled, use_lowres
 
 __all__ = ['ConvModule', 'BaseDecodeHead', 'UPerHead', 'FCNHead', 'SETRUPHead', 'MLANeck', 'SETRMLAHead']
@@ -44,11 +45,6 @@ class ConvModule(nn.Module):
 def _token_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """LayerNorm over the channels of every pixel (token) of an NCHW map."""
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-def _widened(logits: torch.Tensor) -> torch.Tensor:
-    """Logits in float32 at least: under autocast they are widened before the final resize, not after."""
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _check_positive(**values: int) -> None:
@@ -126,7 +122,7 @@ class BaseDecodeHead(nn.Module):
         return self(features), None
 
     def _finish(self, logits: torch.Tensor, size: Optional[list[int]]) -> torch.Tensor:
-        return logits if size is None else self._resize(_widened(logits), size)
+        return logits if size is None else self._resize(widened(logits), size)
 
 
 class UPerHead(BaseDecodeHead):

@@ -16,18 +16,22 @@ import torch.nn.functional as F
 
 from .lowres_conv import interpolation_matrix
 
-__all__ = ['blended_argmax', 'resize_logits', 'resized_argmax']
+__all__ = ['blended_argmax', 'resize_logits', 'resized_argmax', 'widened']
 
 Box = tuple[int, int, int, int]  # y1, y2, x1, x2 on the canvas
 
 
+def widened(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32 at least: under autocast, low-resolution logits are widened before they are resized."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) to ``size``, in float32 at least (under autocast, low-resolution logits
-    are widened before they are resized, not after); a map already of that size is returned as is."""
+    """Bilinear resize (align_corners=False) to ``size``, in float32 at least (:func:`widened`); a map already of
+    that size is returned as is."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    return F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=False)
+    return F.interpolate(widened(logits), size=tuple(size), mode='bilinear', align_corners=False)
 
 
 def resized_argmax(logits: torch.Tensor, size: Sequence[int], band_bytes: int = 4 << 20) -> torch.Tensor:
@@ -46,18 +50,19 @@ def blended_argmax(pieces: Sequence[tuple[torch.Tensor, Box]], size: Sequence[in
         raise ValueError('blended_argmax needs at least one piece')
     first = pieces[0][0]
     batch, classes = first.shape[:2]
+    for logits, (y1, y2, x1, x2) in pieces:
+        if logits.shape[:2] != (batch, classes) or not (0 <= y1 < y2 <= height and 0 <= x1 < x2 <= width):
+            raise ValueError(f'piece {tuple(logits.shape)} at {(y1, y2, x1, x2)} does not fit {batch}x{classes} '
+                             f'logits on a {height}x{width} canvas')
     if first.device.type != 'cpu':  # plenty of fast memory: materialise
-        total = torch.zeros((batch, classes, height, width), device=first.device,
-                            dtype=torch.promote_types(first.dtype, torch.float32))
+        total = first.new_zeros((batch, classes, height, width),
+                                dtype=torch.promote_types(first.dtype, torch.float32))
         for logits, (y1, y2, x1, x2) in pieces:
             total[:, :, y1:y2, x1:x2] += resize_logits(logits, (y2 - y1, x2 - x1))
         return total.argmax(1)
     prepared = []
     for logits, (y1, y2, x1, x2) in pieces:
-        if logits.shape[:2] != (batch, classes) or not (0 <= y1 < y2 <= height and 0 <= x1 < x2 <= width):
-            raise ValueError(f'piece {tuple(logits.shape)} at {(y1, y2, x1, x2)} does not fit {batch}x{classes} '
-                             f'logits on a {height}x{width} canvas')
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        logits = widened(logits)
         h, w = logits.shape[-2:]
         rows = interpolation_matrix(h, y2 - y1, False).to(logits.dtype)
         flat = logits.permute(0, 2, 3, 1).reshape(batch, h, w * classes)  # a view for channels_last logits

@@ -68,11 +68,24 @@ def _shift_rows(matrix: torch.Tensor, offset: int) -> torch.Tensor:
     return out
 
 
-@functools.lru_cache(maxsize=256)
 def _tap_matrices(size_in: int, size_out: int, kernel: int, align_corners: bool) -> torch.Tensor:
     """(kernel, size_out, size_in): the resize matrix shifted for each kernel tap along one axis."""
     matrix = interpolation_matrix(size_in, size_out, align_corners)
     return torch.stack([_shift_rows(matrix, tap - kernel // 2) for tap in range(kernel)])
+
+
+@functools.lru_cache(maxsize=256)
+def _column_taps(size_in: int, size_out: int, kernel: int, align_corners: bool) -> torch.Tensor:
+    """(size_out, kernel * size_in), column index kx * size_in + j: the W-step's right-hand matrix."""
+    taps = _tap_matrices(size_in, size_out, kernel, align_corners)
+    return taps.permute(1, 0, 2).reshape(size_out, kernel * size_in)
+
+
+@functools.lru_cache(maxsize=256)
+def _row_taps(size_in: int, size_out: int, kernel: int, align_corners: bool) -> torch.Tensor:
+    """(size_out, size_in * kernel), column index i * kernel + ky: the H-step's left-hand matrix."""
+    taps = _tap_matrices(size_in, size_out, kernel, align_corners)
+    return taps.permute(1, 2, 0).reshape(size_out, size_in * kernel)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -138,10 +151,9 @@ def conv_of_resized(maps: Sequence[torch.Tensor], weights: Sequence[torch.Tensor
         # Along W: for each (n, i, ky), sum_kx B_kx @ Z[n, i, :, ky, kx, :] as one product over K = (kx, j).
         z = z.view(batch, h, w, kernel, kernel, out_channels).permute(0, 1, 3, 4, 2, 5)
         z = z.reshape(batch * h * kernel, kernel * w, out_channels)
-        cols = _tap_matrices(w, width, kernel, align_corners).to(device=x.device, dtype=dtype)
-        cols = cols.permute(1, 0, 2).reshape(width, kernel * w)
+        cols = _column_taps(w, width, kernel, align_corners).to(device=x.device, dtype=dtype)
         rows.append(torch.matmul(cols, z).view(batch, h * kernel, width * out_channels))  # K index: i * k + ky
-        row_mats.append(_tap_matrices(h, height, kernel, align_corners).permute(1, 2, 0).reshape(height, h * kernel))
+        row_mats.append(_row_taps(h, height, kernel, align_corners))
     # Along H: taps, rows and maps summed in one product.
     row_mat = torch.cat(row_mats, 1).to(device=maps[0].device, dtype=dtype)
     out = torch.matmul(row_mat, torch.cat(rows, 1) if len(rows) > 1 else rows[0])
