@@ -7,11 +7,15 @@ os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 
 def main() -> None:
     import argparse
+    import logging
 
     from asmlp.allocator import keep_freed_memory
     from asmlp.limits import queue_settings
     from asmlp.ui import build_app
 
+    # the server log: the app's warnings and faults (with their tracebacks), one line per event; expected user errors
+    # are answered without a traceback (asmlp/ui_inputs.py)
+    logging.basicConfig(format='%(asctime)s %(levelname)s %(name)s: %(message)s', level=logging.WARNING)
     keep_freed_memory()  # large activations reuse freed memory instead of fresh pages (asmlp/allocator.py)
 
     parser = argparse.ArgumentParser(description=__doc__)

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
 def _info(args: argparse.Namespace) -> None:
     import json
 
-    from .metrics import segmenter_metrics
-    from .zoo import list_models
+    from .counts_cache import cached_segmenter_metrics
+    from .zoo import list_models, model_entry
 
-    rows = [segmenter_metrics(name, tuple(args.size)) for name in list_models()]
+    for name in args.models or ():
+        model_entry(name)  # unknown names fail here, with the list of known ones
+    rows = [cached_segmenter_metrics(name, tuple(args.size), refresh=args.refresh)
+            for name in args.models or list_models()]
     if args.json:
         print(json.dumps(rows))
         return
@@ -20,16 +24,19 @@ def _info(args: argparse.Namespace) -> None:
     def fmt(value, spec):
         return '-' if value is None else format(value, spec)
 
-    header = (f'{"model":<28} {"params M":>9} {"no aux M":>9} {f"GMACs@{height}x{width}":>15} {"mode":>6} '
-              f'{"paper M":>8} {"paper GMACs":>11} {"mIoU SS":>8} {"mIoU MS":>8}')
+    header = (f'{"model":<28} {"params M":>9} {"no aux M":>9} {f"GMACs@{height}x{width}":>15} {"act. MiB":>9} '
+              f'{"mode":>6} {"paper M":>8} {"paper GMACs":>11} {"mIoU SS":>8} {"mIoU MS":>8}')
     print(header)
     for r in rows:
         print(f'{r["name"]:<28} {r["params"] / 1e6:>9.2f} {r["params_no_aux"] / 1e6:>9.2f} {r["gmacs"]:>15.1f} '
-              f'{r["inference"]:>6} {fmt(r["paper_params"] and r["paper_params"] / 1e6, ".0f"):>8} '
+              f'{r["activation_mib"]:>9.0f} {r["inference"]:>6} '
+              f'{fmt(r["paper_params"] and r["paper_params"] / 1e6, ".0f"):>8} '
               f'{fmt(r["paper_gmacs"], ".0f"):>11} {fmt(r["paper_miou_ss"], ".2f"):>8} {fmt(r["paper_miou_ms"], ".2f"):>8}')
     print(f'\nGMACs = 1e9 multiply-accumulates (FLOPs / 2, the papers\' "FLOPs") of one inference forward at '
           f'{height}x{width}: backbone + decode head, auxiliary heads excluded; "slide" models count every crop '
-          f'of their sliding window. Parameters include auxiliary heads unless "no aux". Sources: asmlp/data/zoo.json.')
+          f'of their sliding window. Parameters include auxiliary heads unless "no aux". "act. MiB": the peak of the '
+          f'fp32 tensors that forward keeps alive at once, parameters excluded. Counted on the meta device and cached '
+          f'(--refresh recounts). Sources: asmlp/data/zoo.json.')
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -58,12 +65,14 @@ def _positive_size(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m asmlp', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     info = sub.add_parser('info', help='table of the zoo models: parameters, GMACs, published numbers')
     info.add_argument('--size', nargs=2, type=_positive_size, default=(512, 2048), metavar=('H', 'W'))
     info.add_argument('--json', action='store_true', help='print only a JSON list')
+    info.add_argument('--models', nargs='+', metavar='NAME', help='only these zoo models (default: all)')
+    info.add_argument('--refresh', action='store_true', help='recount instead of using the cached counts')
     info.set_defaults(func=_info)
     bench = sub.add_parser('bench', help='benchmarks (results belong in BENCHMARKS.md)')
     bench.add_argument('what', choices=['shift', 'models', 'fused', 'app'])
@@ -73,17 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help='input size of bench models (default 512 512) / image size of bench app (512 683)')
     bench.add_argument('--models', nargs='+', help='zoo names for bench models / app (default: the light T/S ones)')
     bench.set_defaults(func=_bench)
-    from .convert import register_cli as register_convert
-    from .demo.cli import register_cli as register_demo
-    from .hub import register_cli as register_hub
-    register_convert(sub)
-    register_hub(sub)
-    register_demo(sub)
+    # the other sub-commands: only the chosen one's module is imported (a cached `info` needs neither torch nor timm);
+    # all of them for --help or an unknown command
+    chosen = argv[0] if argv else None
+    if chosen not in ('info', 'bench'):
+        modules = [COMMANDS[chosen]] if chosen in COMMANDS else COMMANDS.values()
+        for module in dict.fromkeys(modules):
+            importlib.import_module(module, __package__).register_cli(sub)
     return parser
 
 
+COMMANDS = {  # sub-command -> the module whose register_cli(subparsers) adds it
+    'convert': '.convert', 'pin': '.hub.cli', 'publish': '.hub.cli', 'train-demo': '.demo.cli',
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     return args.func(args) or 0
 
 

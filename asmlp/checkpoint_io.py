@@ -23,11 +23,10 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -247,16 +246,3 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         what = f'keys {sorted(map(str, obj))[:8]}' if isinstance(obj, Mapping) else type(obj).__name__
         raise _fail(path, f'holds no tensors (found {what})')
     return weights
-
-
-def atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    """Write ``target`` through ``write(temporary_path)`` in the same folder, then rename: never half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f'.{target.name}.', dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

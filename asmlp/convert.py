@@ -49,7 +49,8 @@ import torch
 import torch.nn as nn
 
 from . import zoo
-from .checkpoint_io import atomic_write, load_checkpoint, sha256_file
+from .checkpoint_io import load_checkpoint, sha256_file
+from .paths import atomic_write
 
 __all__ = [
     'CONVERTER_VERSION', 'FORMATS', 'TOLERATED_MISSING', 'CheckpointMismatchError', 'ConversionError',

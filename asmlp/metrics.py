@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .memory import peak_activation_bytes
 from .models.lowres_conv import direct_convolutions
 
 __all__ = ['count_params', 'count_gmacs', 'unfused_attention']
@@ -66,7 +67,9 @@ def segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048)) -> dict:
     counted on the meta device, beside the published numbers.
 
     GMACs are those of the inference forward as the model runs at that size (backbone + neck + decode head, as
-    mmcv's get_flops; SETR: every crop of its sliding window), auxiliary heads excluded.
+    mmcv's get_flops; SETR: every crop of its sliding window), auxiliary heads excluded. ``activation_mib``: the
+    peak of the tensors that forward keeps alive at once in fp32 (:func:`asmlp.memory.peak_activation_bytes`),
+    parameters excluded (``param_mib``).
     """
     from .zoo import create_segmenter, model_entry
 
@@ -78,34 +81,14 @@ def segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048)) -> dict:
         model = create_segmenter(name).eval()
     params = count_params(model)
     aux = count_params(model.auxiliary_head) if hasattr(model, 'auxiliary_head') else 0
+    x = torch.empty(1, 3, height, width, device='meta')
+    with torch.no_grad():  # the inference forward as it runs (its exact low-resolution convolutions included)
+        activations = peak_activation_bytes(lambda: model(x), model, x, device='meta')
     published = entry['published']
     return dict(
         name=name, family=entry['family'], title=entry['title'], inference=entry['inference']['mode'],
         params=params, params_no_aux=params - aux, gmacs=count_gmacs(model, (1, 3, height, width)), size=[height, width],
+        activation_mib=activations / 2**20, param_mib=sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
         paper_params=published['params'], paper_gmacs=published['gmacs'], paper_miou_ss=published['miou_ss'],
         paper_miou_ms=published['miou_ms'], paper_source=published['source'],
     )
-
-
-def _proc_status_kb(field: str) -> int:
-    with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
-
-
-def peak_memory_mb(fn, device: torch.device) -> float:
-    """Peak memory growth (MiB) while ``fn()`` runs: CUDA allocator peak on GPU; on Linux CPUs the peak resident
-    set (VmHWM, reset through /proc/self/clear_refs) above the resident size before the call. NaN elsewhere."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # resets VmHWM to the current RSS
-        base = _proc_status_kb('VmRSS')
-        fn()
-        return (_proc_status_kb('VmHWM') - base) / 1024
-    except (OSError, StopIteration, ValueError):
-        return float('nan')

@@ -26,7 +26,9 @@ def metrics_table(rows: list[dict]) -> pd.DataFrame:
         'paper GMACs @ 512x2048': _fmt(r['paper_gmacs'], '.0f'),
         'params M': _fmt(r['params'] / 1e6, '.2f'),
         'paper params M': _fmt(r['paper_params'] and r['paper_params'] / 1e6, '.0f'),
-        'peak memory MiB': _fmt(r['peak_memory_mb'], '.0f'),
+        'peak activations MiB @ input': _fmt(r['activation_mib'], '.0f'),
+        'peak activations MiB @ 512x2048 (fp32, counted)': _fmt(r['activation_mib_512x2048'], '.0f'),
+        'weights MiB': _fmt(r['param_mib'], '.0f'),
         'paper mIoU SS / MS': f'{_fmt(r["paper_miou_ss"], ".2f")} / {_fmt(r["paper_miou_ms"], ".2f")}',
     } for r in rows])
 

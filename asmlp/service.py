@@ -390,9 +390,10 @@ class Engine:
     def measure(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
                 short_side: int = 512, runs: int = 5) -> list[dict]:
         """Per model: warm latency (median and p10-p90 of ``runs``), GMACs at the inference size and at the
-        papers' 512x2048, parameters, peak memory of one forward, and the published numbers."""
+        papers' 512x2048, parameters, the peak activation memory of one timed forward (and counted at 512x2048 in
+        fp32 on the meta device), and the published numbers."""
         from .bench.timing import summarize
-        from .metrics import peak_memory_mb
+        from .memory import peak_activation_bytes
         from .preprocess import preprocess
 
         names = check_model_names(names)
@@ -419,7 +420,9 @@ class Engine:
                     name=name, device=dev.type, precision=prec, input=f'{x.shape[-2]}x{x.shape[-1]}',
                     latency_ms=timing.median_ms, p10_ms=timing.p10_ms, p90_ms=timing.p90_ms, runs=timing.runs,
                     gmacs=at_size['gmacs'], gmacs_512x2048=paper['gmacs'], params=at_size['params'],
-                    peak_memory_mb=peak_memory_mb(forward, dev), paper_params=paper['paper_params'],
+                    activation_mib=peak_activation_bytes(forward, loaded.model, x, device=dev) / 2**20,
+                    param_mib=at_size['param_mib'], activation_mib_512x2048=paper['activation_mib'],
+                    paper_params=paper['paper_params'],
                     paper_gmacs=paper['paper_gmacs'], paper_miou_ss=paper['paper_miou_ss'],
                     paper_miou_ms=paper['paper_miou_ms']))
             return rows
@@ -458,5 +461,5 @@ def _time_runs(fn: Callable[[], None], runs: int, device: torch.device) -> list[
 
 @functools.lru_cache(maxsize=256)
 def _cached_metrics(name: str, size: tuple[int, int]) -> dict:
-    from .metrics import segmenter_metrics
-    return segmenter_metrics(name, size)
+    from .counts_cache import cached_segmenter_metrics
+    return cached_segmenter_metrics(name, size)

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 from pathlib import Path
@@ -20,11 +21,13 @@ from .report import metrics_figure, metrics_table, paper_table
 from .image_io import ImageInputError, load_image
 from .limits import Busy, InferenceTimeout
 from .paths import REPO_ROOT
+from .ui_inputs import CheckboxGroup, Dropdown, ImageUpload, Radio, Slider, refusal
 from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_models, default_short_side
 from .zoo import list_models, model_entry
 
 EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / 'package_data'
+log = logging.getLogger('asmlp.ui')
 
 # plotly figures with animation frames are drawn by plotly.js in a gr.HTML (gr.Plot drops frames; env-check.md §4.4)
 ANIMATED_FIGURE_JS = """
@@ -78,20 +81,6 @@ output global, so the comparison is made at the backbone stages.
 """
 
 
-class ImageUpload(gr.Image):
-    """``gr.Image`` (same widget) whose upload reaches the handler as the uploaded file's path, unopened: Gradio's own
-    preprocessing opens it with PIL and turns corrupt or hostile files into an opaque error; :func:`load_image`
-    checks limits from the header and gives a clear message instead."""
-    is_template = True
-
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        if payload.path is None:
-            raise gr.Error('The upload arrived without a file; upload the image again.')
-        return payload.path
-
-
 def animated_figure(elem_id: str, height: int = 460) -> gr.HTML:
     head = f'<script src="/gradio_api/file={PLOTLY_JS_DIR}/plotly.min.js"></script>'
     return gr.HTML(value='', html_template=f'<div class="plotly-anim" style="width:100%;height:{height}px"></div>',
@@ -138,10 +127,25 @@ def explain_rf(size):
     return rf_animation_figure((int(size), int(size))).to_json()
 
 
-def _unexpected(what: str, error: Exception) -> gr.Error:
-    logging.getLogger('asmlp.ui').error('%s failed', what, exc_info=error)
-    text = (str(error).strip().splitlines() or [''])[0][:200]
-    return gr.Error(f'{what} failed ({type(error).__name__}{": " + text if text else ""}); please retry.')
+EXPECTED_ERRORS = (Busy, InferenceTimeout, ImageInputError, ValueError)  # the person's input or a full app
+
+
+@contextlib.contextmanager
+def answering(what: str):
+    """Turn what a handler raises into the person's message: expected errors (:data:`EXPECTED_ERRORS`) into a
+    :func:`refusal` (no traceback), anything else — a bug, an I/O error — into a short message, its traceback logged
+    once to ``asmlp.ui`` so that the app keeps serving and the fault stays visible."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except EXPECTED_ERRORS as e:
+        raise refusal(str(e)) from None
+    except Exception as e:  # noqa: BLE001
+        log.error('%s failed', what, exc_info=e)
+        text = (str(e).strip().splitlines() or [''])[0][:200]
+        raise gr.Error(f'{what} failed ({type(e).__name__}{": " + text if text else ""}); please retry.',
+                       print_exception=False) from None
 
 
 def build_app(engine: Engine | None = None) -> gr.Blocks:
@@ -150,30 +154,26 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
 
     def compare(image_path, models, device, precision, short_side, opacity, progress=gr.Progress()):
         if not image_path:
-            raise gr.Error('Upload an image or pick an example first.')
-        try:
+            raise refusal('Upload an image or pick an example first.')
+        with answering('Segmentation'):
             with engine.admit():  # a full app says so at once, before the upload is decoded
                 image, info = load_image(image_path)
                 results = engine.segment(image, models, device, precision, int(short_side),
                                          progress=lambda fraction, text: progress(fraction, desc=text))
-        except (Busy, InferenceTimeout, ImageInputError, ValueError) as e:
-            raise gr.Error(str(e)) from None
-        except Exception as e:  # noqa: BLE001  (a bug or a fault: a message, and the app keeps serving)
-            raise _unexpected('Segmentation', e) from None
-        masks = [(viz.colorize(r.labels), r.title) for r in results]
-        if len(results) > 1:
-            view, share = viz.disagreement([r.labels for r in results])
-            disagreement_text = (f'**{100 * share:.1f}%** of the pixels get different labels from the '
-                                 f'{len(results)} models (amber: two labels meet, red: three or more).')
-        else:
-            view, disagreement_text = None, 'Choose two or more models to see where they disagree.'
-        status = f'Image: {info.describe()}.\n\n' + _status_markdown(results)
-        notes = [f'- **{r.title}**: {html.escape(note)}' for r in results for note in r.notes]
-        if notes:
-            status += '\n\n' + '\n'.join(notes)
-        state = dict(image=image, results=results, models=[r.name for r in results])
-        return (status, masks, _overlays(image, results, opacity), _legend_markdown(results), view,
-                disagreement_text, state)
+            masks = [(viz.colorize(r.labels), r.title) for r in results]
+            if len(results) > 1:
+                view, share = viz.disagreement([r.labels for r in results])
+                disagreement_text = (f'**{100 * share:.1f}%** of the pixels get different labels from the '
+                                     f'{len(results)} models (amber: two labels meet, red: three or more).')
+            else:
+                view, disagreement_text = None, 'Choose two or more models to see where they disagree.'
+            status = f'Image: {info.describe()}.\n\n' + _status_markdown(results)
+            notes = [f'- **{r.title}**: {html.escape(note)}' for r in results for note in r.notes]
+            if notes:
+                status += '\n\n' + '\n'.join(notes)
+            state = dict(image=image, results=results, models=[r.name for r in results])
+            return (status, masks, _overlays(image, results, opacity), _legend_markdown(results), view,
+                    disagreement_text, state)
 
     def reblend(state, opacity):
         if not state:
@@ -182,21 +182,17 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
 
     def measure(state, device, precision, short_side, runs):
         if not state:
-            raise gr.Error('Segment an image first; the measurements use the same image and models.')
-        try:
+            raise refusal('Segment an image first; the measurements use the same image and models.')
+        with answering('Measuring'):
             rows = engine.measure(state['image'], state['models'], device, precision, int(short_side), int(runs))
-        except (Busy, InferenceTimeout, ValueError) as e:
-            raise gr.Error(str(e)) from None
-        except Exception as e:  # noqa: BLE001
-            raise _unexpected('Measuring', e) from None
-        return metrics_table(rows), metrics_figure(rows)
+            return metrics_table(rows), metrics_figure(rows)
 
     def erf(image_path, models, short_side):
         from .explain import effective_rf, erf_figure
         from .preprocess import preprocess
         if not image_path:
-            raise gr.Error('Upload an image (Compare tab) first.')
-        try:
+            raise refusal('Upload an image (Compare tab) first.')
+        with answering('The receptive-field computation'):
             with engine.admit():
                 image, _ = load_image(image_path)
                 names = check_model_names(models)
@@ -204,11 +200,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                 maps = engine.run(lambda: {
                     model_entry(n)['title']: effective_rf(engine.get(n, torch.device('cpu')).model.backbone, x)
                     for n in names})
-        except (Busy, InferenceTimeout, ImageInputError, ValueError) as e:
-            raise gr.Error(str(e)) from None
-        except Exception as e:  # noqa: BLE001
-            raise _unexpected('The receptive-field computation', e) from None
-        return erf_figure(maps, max_cells=64)
+            return erf_figure(maps, max_cells=64)
 
     with gr.Blocks(title='AS-MLP architecture explorer') as demo:
         gr.Markdown('# AS-MLP architecture explorer\nHow an axial-shift MLP '
@@ -226,12 +218,12 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                     if examples:
                         gr.Examples(examples, inputs=image, label='Examples (licences: assets/examples/LICENSES.md)')
                     chosen = default_models()
-                    models = gr.CheckboxGroup(_model_choices(), value=chosen, label='Models',
+                    models = CheckboxGroup(_model_choices(), value=chosen, label='Models',
                                               elem_id='models')
                     with gr.Row():
-                        device = gr.Radio(list(DEVICES), value='auto', label='Device')
-                        precision = gr.Radio(list(PRECISIONS), value='auto', label='Precision')
-                    short_side = gr.Slider(128, 1024, value=default_short_side(chosen), step=32,
+                        device = Radio(list(DEVICES), value='auto', label='Device')
+                        precision = Radio(list(PRECISIONS), value='auto', label='Precision')
+                    short_side = Slider(128, 1024, value=default_short_side(chosen), step=32,
                                            label="Inference size (short side, px; the models' test size)",
                                            elem_id='short-side')
                     run = gr.Button('Segment', variant='primary', elem_id='run')
@@ -239,7 +231,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                     status = gr.Markdown(elem_id='status')
                     masks = gr.Gallery(label='Colour masks (ADE20K palette)', format='png', columns=3, height=300,
                                        elem_id='masks')
-                    opacity = gr.Slider(0, 1, value=0.5, step=0.05, label='Overlay opacity', elem_id='opacity')
+                    opacity = Slider(0, 1, value=0.5, step=0.05, label='Overlay opacity', elem_id='opacity')
                     overlays = gr.Gallery(label='Overlays', format='jpeg', columns=3, height=300, elem_id='overlays')
                     legend = gr.Markdown(elem_id='legend')
                     with gr.Row():
@@ -248,7 +240,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                         disagreement_text = gr.Markdown(elem_id='disagreement-text')
             with gr.Accordion('Metrics: latency, GMACs, parameters, memory', open=True):
                 with gr.Row():
-                    runs = gr.Slider(1, 20, value=5, step=1, label='Timed runs per model', elem_id='runs')
+                    runs = Slider(1, 20, value=5, step=1, label='Timed runs per model', elem_id='runs')
                     measure_btn = gr.Button('Measure the chosen models', elem_id='measure')
                 metrics_df = gr.Dataframe(label='Measured here vs published', elem_id='metrics-table',
                                           interactive=False, wrap=True)
@@ -257,12 +249,12 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         with gr.Tab('Axial shift'):
             gr.Markdown(SHIFT_TEXT)
             with gr.Row():
-                shift_size = gr.Dropdown([1, 3, 5, 7, 9], value=3, label='Shift size s', elem_id='shift-size')
-                dilation = gr.Dropdown([1, 2, 3], value=1, label='Dilation d', elem_id='dilation')
-                channels = gr.Slider(1, 12, value=5, step=1, label='Channels C')
-                height = gr.Slider(3, 12, value=7, step=1, label='Height H')
-                width = gr.Slider(3, 16, value=9, step=1, label='Width W')
-                blocks = gr.Slider(1, 4, value=1, step=1, label='Blocks (mixing)')
+                shift_size = Dropdown([1, 3, 5, 7, 9], value=3, label='Shift size s', elem_id='shift-size')
+                dilation = Dropdown([1, 2, 3], value=1, label='Dilation d', elem_id='dilation')
+                channels = Slider(1, 12, value=5, step=1, label='Channels C')
+                height = Slider(3, 12, value=7, step=1, label='Height H')
+                width = Slider(3, 16, value=9, step=1, label='Width W')
+                blocks = Slider(1, 4, value=1, step=1, label='Blocks (mixing)')
             draw_shift = gr.Button('Animate', elem_id='animate')
             shift_anim = animated_figure('shift-anim', height=520)
             gr.Markdown('Which input positions one output position mixes: the W branch (a row of *s* positions, '
@@ -272,11 +264,11 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         with gr.Tab('Receptive fields'):
             gr.Markdown(RF_TEXT)
             with gr.Row():
-                rf_size = gr.Slider(64, 512, value=224, step=32, label='Input size (px)')
+                rf_size = Slider(64, 512, value=224, step=32, label='Input size (px)')
                 draw_rf = gr.Button('Show theoretical receptive fields', elem_id='draw-rf')
             rf_anim = animated_figure('rf-anim', height=520)
             with gr.Row():
-                erf_size = gr.Slider(64, 512, value=224, step=32, label='ERF input size (short side, px)')
+                erf_size = Slider(64, 512, value=224, step=32, label='ERF input size (short side, px)')
                 erf_btn = gr.Button('Effective receptive fields of the chosen models on the image', elem_id='erf')
             erf_plot = gr.Plot(label='Effective receptive field per stage', elem_id='erf-plot')
         with gr.Tab('About'):

@@ -10,16 +10,19 @@ import copy
 import functools
 import json
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
+if TYPE_CHECKING:  # the table is read without torch; the models are imported when one is built
+    import torch.nn as nn
 
-from .models.heads import FCNHead, MLANeck, SETRMLAHead, SETRUPHead, UPerHead
-from .models.segmenter import InferenceConfig, Segmenter
+    from .models.segmenter import Segmenter
 
 __all__ = ['list_models', 'model_entry', 'create_segmenter']
 
-HEADS = {cls.__name__: cls for cls in (UPerHead, FCNHead, SETRUPHead, SETRMLAHead, MLANeck)}
+
+def _heads() -> dict[str, Any]:
+    from .models.heads import FCNHead, MLANeck, SETRMLAHead, SETRUPHead, UPerHead
+    return {cls.__name__: cls for cls in (UPerHead, FCNHead, SETRUPHead, SETRMLAHead, MLANeck)}
 
 
 def _asmlp_backbone(name: str, **kwargs) -> nn.Module:
@@ -80,12 +83,14 @@ def create_segmenter(name: str, num_classes: int | None = None, pretrained: bool
             import logging
             logging.getLogger('asmlp.hub').warning('%s: %s', name, status.message)
         return model
+    from .models.segmenter import InferenceConfig, Segmenter
     entry = model_entry(name)
     classes = {} if num_classes is None else {'num_classes': num_classes}
+    heads = _heads()
     return Segmenter(
         backbone=_build(entry['backbone'], BACKBONES),
-        neck=_build(entry['neck'], HEADS) if 'neck' in entry else None,
-        decode_head=_build(entry['decode_head'], HEADS, **classes),
-        auxiliary_head=[_build(spec, HEADS, **classes) for spec in entry.get('auxiliary_head', [])] or None,
+        neck=_build(entry['neck'], heads) if 'neck' in entry else None,
+        decode_head=_build(entry['decode_head'], heads, **classes),
+        auxiliary_head=[_build(spec, heads, **classes) for spec in entry.get('auxiliary_head', [])] or None,
         inference=InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry['inference'].items()}),
     )

@@ -15,12 +15,39 @@ import pytest  # noqa: E402
 from asmlp.bench.app import start_app, stop_app  # noqa: E402
 
 
+class ServerLog:
+    """The server log of the ``python app.py`` under test; :meth:`new` returns what was written since the last call."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, 0
+
+    def new(self) -> str:
+        text = self.path.read_text(errors='replace')
+        fresh, self.seen = text[self.seen:], len(text)
+        return fresh
+
+
 @pytest.fixture(scope='session')
-def app_url(tmp_path_factory):
-    """``python app.py`` (the README's command) on a free loopback port, offline; start-up must log no error."""
+def app_server(tmp_path_factory):
+    """``python app.py`` (the README's command) on a free loopback port, offline; start-up must log no error.
+    Yields its URL and its :class:`ServerLog`."""
     log_path = tmp_path_factory.mktemp('app') / 'app.log'
     proc, url = start_app(log_path)
-    startup_log = log_path.read_text()
+    log = ServerLog(log_path)
+    startup_log = log.new()
     assert 'Traceback' not in startup_log and 'Error' not in startup_log, startup_log[-3000:]
-    yield url
+    yield url, log
     stop_app(proc)
+
+
+@pytest.fixture(scope='session')
+def app_url(app_server):
+    return app_server[0]
+
+
+@pytest.fixture
+def server_log(app_server):
+    """The app's log from the start of the test on."""
+    log = app_server[1]
+    log.new()
+    return log

@@ -24,6 +24,7 @@ def tiny_loader(calls):
     return load
 
 
+@pytest.mark.cpu_precision
 def test_resolve_device_and_precision():
     assert resolve_device('cpu').type == 'cpu'
     assert resolve_device('auto').type == ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -74,6 +75,10 @@ def test_segment_and_measure():
     assert row['runs'] == 2 and row['p10_ms'] <= row['latency_ms'] <= row['p90_ms']
     assert row['input'] == '64x90' and row['paper_gmacs'] == 937
     assert 900 < row['gmacs_512x2048'] < 1000 and 0 < row['gmacs'] < row['gmacs_512x2048']
+    logits_mib = 150 * 64 * 90 * 4 / 2**20  # model(x) returns fp32 logits at the input size
+    assert logits_mib <= row['activation_mib'] < 20 * logits_mib  # the timed forward, not the process's RSS
+    assert row['activation_mib_512x2048'] > 100 * row['activation_mib']  # the real UperNet-T at 512x2048 (meta)
+    assert 100 < row['param_mib'] < 300  # 60 M fp32 parameters, reported apart
     with pytest.raises(ValueError, match='short side'):
         engine.segment(image, ['upernet_asmlp_tiny'], 'cpu', 'fp32', short_side=5000)
 

@@ -168,6 +168,7 @@ def main(models=DEFAULT_MODELS, size=DEFAULT_SIZE, repeat: int = 5, threads: int
         total = timing(total)
         print(f'the same in-process (Engine.segment, no HTTP/PNG): {total.median_ms / 1e3:.2f} s; per model: ' +
               ', '.join(f'{name} {t.median_ms / 1e3:.2f} s' for name, t in per_model.items()))
-        print('labels equal to the literal fp32 computation (direct convolutions, full-size logits): ' +
-              ', '.join(f'{name} {100 * app:.2f}% ({precision}), {100 * fp32:.3f}% (fp32)'
+        print('labels equal to the literal fp32 computation (direct convolutions, full-size logits), per model the '
+              "app's path in its precision and the same path in fp32: " +
+              '; '.join(f'{name} app path ({precision}) {100 * app:.2f}%, fp32 path {100 * fp32:.3f}%'
                         for name, (app, fp32, precision) in agreement.items()))

@@ -78,6 +78,6 @@ def main(models=DEFAULT_MODELS, size=DEFAULT_SIZE, repeat: int = 5, threads: int
     precisions = ('fp32', 'bf16') if cpu_bf16_supported() else ('fp32',)
     height, width = size
     print(f'# bench models at {height}x{width}, batch 1, median (p10–p90) of {repeat} warm runs; '
-          f'bf16 = torch.autocast{"" if "bf16" in precisions else " (skipped: no native bf16 on this CPU)"}')
+          f'bf16 = torch.autocast{"" if "bf16" in precisions else " (skipped: no native bf16 on this CPU, or ASMLP_CPU_BF16=0)"}')
     print(f'# {machine_description()}')
     print(format_rows(bench_models(models, (height, width), repeat, precisions)))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ..checkpoint_io import atomic_write
+from ..paths import atomic_write
 from ..hub.native import CONFIG_FILE, WEIGHTS_FILE
 from ..synthetic import CONTEXT_PAIRS, GENERATOR_VERSION, SCENE_CLASSES
 from .evaluate import IoUReport

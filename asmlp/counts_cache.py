@@ -1,0 +1,55 @@
+"""Counted metrics of zoo models (parameters, GMACs, activation memory; :func:`asmlp.metrics.segmenter_metrics`),
+cached on disk so that ``python -m asmlp info`` answers in seconds without importing torch.
+
+A count is deterministic for a zoo entry, an input size and the code that builds and counts the model. The cache key
+holds all three: the entry's JSON, the size, the package version and a fingerprint of the counting code's source
+files (so a changed model file is recounted even before a version bump). ``refresh=True`` recounts. An unwritable
+cache only costs the recount.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from . import __version__
+from .paths import atomic_write, cache_dir
+from .zoo import model_entry
+
+PACKAGE = Path(__file__).resolve().parent
+COUNTING_CODE = ('metrics.py', 'memory.py', 'zoo.py', 'models', 'ops')  # what builds and counts a model
+
+
+def code_fingerprint() -> str:
+    """sha256 of the source files that decide the counts."""
+    digest = hashlib.sha256(__version__.encode())
+    for entry in COUNTING_CODE:
+        path = PACKAGE / entry
+        for file in sorted(path.rglob('*.py')) if path.is_dir() else [path]:
+            digest.update(file.relative_to(PACKAGE).as_posix().encode() + b'\0' + file.read_bytes())
+    return digest.hexdigest()
+
+
+def counts_path(name: str, size: tuple[int, int]) -> Path:
+    height, width = size
+    key = json.dumps({'entry': model_entry(name), 'size': [height, width], 'code': code_fingerprint()},
+                     sort_keys=True)
+    return cache_dir() / 'counts' / f'{name}_{height}x{width}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.json'
+
+
+def cached_segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048), refresh: bool = False) -> dict:
+    """:func:`asmlp.metrics.segmenter_metrics` of ``name`` at ``size`` (H, W), from the cache when it holds them."""
+    path = counts_path(name, tuple(size))
+    if not refresh:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    from .metrics import segmenter_metrics
+    row = segmenter_metrics(name, tuple(size))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(row)))
+    except OSError:
+        pass
+    return row
