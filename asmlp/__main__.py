@@ -75,10 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench)
     from .convert import register_cli as register_convert
     from .demo.cli import register_cli as register_demo
+    from .evaluation.cli import register_cli as register_evaluation
     from .hub import register_cli as register_hub
     register_convert(sub)
     register_hub(sub)
     register_demo(sub)
+    register_evaluation(sub)
     return parser
 
 

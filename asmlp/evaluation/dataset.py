@@ -95,9 +95,10 @@ class ADE20KFolder:
                             f'(expected images/{split}/*.jpg and annotations/{split}/*.png; the data: {ADE20K_URL}, '
                             f'SHA1 {ADE20K_ZIP_SHA1})')
         self._images = {p.stem: p for p in self.image_dir.iterdir() if p.suffix.lower() == '.jpg'}
-        self.names = sorted(self._images)
-        if not self.names:
+        if not self._images:
             raise DataError(f'no .jpg images in {self.image_dir}')
+        annotated = {p.stem for p in self.annotation_dir.iterdir() if p.suffix.lower() == '.png'}
+        self.names = sorted(set(self._images) | annotated)  # an annotation without its image: a bad sample
         self.notes: list[str] = []
         real = [m for m in map(_REAL_NAME.fullmatch, self.names) if m]
         if split == 'validation' and real and len(self.names) != VALIDATION_IMAGES:
@@ -112,7 +113,7 @@ class ADE20KFolder:
         return len(self.names)
 
     def image_path(self, name: str) -> Path:
-        return self._images[name]
+        return self._images.get(name, self.image_dir / f'{name}.jpg')
 
     def annotation_path(self, name: str) -> Path:
         return self.annotation_dir / f'{name}.png'
