@@ -50,6 +50,10 @@ def _error(message: str) -> int:
     return 2
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
 def _fmt(value) -> str:
     return '-' if value is None else f'{value:.2f}'
 
@@ -103,8 +107,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (BadSample, Refused) as e:
         hint = ' (--skip-bad skips and lists such samples)' if isinstance(e, BadSample) else ''
         return _error(f'{e}{hint}')
-    except RuntimeError as e:  # a failing shard (an injected fault, a dead peer's collective)
-        return _error(f'{e}')
+    except RuntimeError as e:  # a failing shard (an injected fault), a collective that timed out or lost a peer
+        lost = ' (another process failed, died or hung: see its message above)' if procs.distributed else ''
+        return _error(f'{_first_line(e)}{lost}')
     if procs.main:
         print(format_table(report), flush=True)
         if args.out is not None:

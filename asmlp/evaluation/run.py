@@ -4,7 +4,7 @@ number of processes), one all_reduce of the int64 sums, and the summary beside t
 
 Per-image records: ``<out>.parts/<model>.<aug>.rank<r>.jsonl``, a header line with the settings, then one line per
 image (``{"name", "areas": [[class, I, U, P, L], ...]}`` for the classes with a non-empty union, or ``{"name",
-"bad"}`` for a skipped sample). ``$ASMLP_EVAL_FAULT=RANK:N`` makes process RANK fail after N images (tests).
+"bad"}`` for a skipped sample). ``$ASMLP_EVAL_FAULT=RANK:N[:raise|kill|hang]`` makes process RANK fail after N images (tests).
 """
 from __future__ import annotations
 
@@ -102,11 +102,22 @@ def _record(name: str, areas: np.ndarray) -> dict:
 
 
 def _fault(procs: Procs, done: int) -> None:
+    """``$ASMLP_EVAL_FAULT=RANK:N[:raise|kill|hang]``: process RANK fails (an error), dies (SIGKILL) or hangs
+    after N images."""
     spec = os.environ.get(FAULT_ENV, '')
-    if spec:
-        rank, after = (int(v) for v in spec.split(':'))
-        if procs.rank == rank and done >= after:
-            raise RuntimeError(f'injected fault ({FAULT_ENV}={spec}) after {done} images')
+    if not spec:
+        return
+    rank, after, *how = spec.split(':')
+    if procs.rank != int(rank) or done < int(after):
+        return
+    how = how[0] if how else 'raise'
+    if how == 'kill':
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == 'hang':
+        while True:
+            time.sleep(60)
+    raise RuntimeError(f'injected fault ({FAULT_ENV}={spec}) after {done} images')
 
 
 def _autocast(device: torch.device, precision: str):
