@@ -40,6 +40,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--short-side', type=_positive, metavar='S',
                         help="test short side (default: the model's own, zoo inference.short_side: 512 for ADE20K "
                              "models, 128 for the demo models); the scale is (4S, S), MS scales are that x r")
+    parser.add_argument('--threads', type=_positive, metavar='N',
+                        help='torch intra-op threads per process (default: torch\'s, $OMP_NUM_THREADS; torchrun '
+                             'sets 1 per process)')
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
 
 
 def _error(message: str) -> int:
@@ -95,6 +104,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (ValueError, DataError) as e:
         return _error(str(e))
     procs, device = start(device, args.dist_timeout)
+    _set_threads(args)
     options = EvalOptions(aug=args.aug, limit=args.limit, precision=precision, allow_untrained=args.allow_untrained,
                           skip_bad=args.skip_bad, resume=args.resume, out=args.out,
                           save_predictions=args.save_predictions, progress=not args.no_progress,
@@ -145,6 +155,7 @@ def run_predict(args: argparse.Namespace) -> int:
         precision = resolve_precision(args.precision, device)
     except ValueError as e:
         return _error(str(e))
+    _set_threads(args)
     images = _images_of(args.inputs)
     if not images:
         return _error(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
