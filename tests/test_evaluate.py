@@ -217,6 +217,20 @@ def test_two_torchrun_processes_give_exactly_the_single_process_numbers(small, t
 
 
 @pytest.mark.slow
+def test_a_single_process_run_resumes_with_two_processes(small, tmp_path, monkeypatch):
+    data, report, _ = small
+    out = tmp_path / 'r.json'
+    args = ['evaluate', '--data', str(data), '--models', MODEL, '--out', str(out), '--no-progress']
+    monkeypatch.setenv('ASMLP_EVAL_FAULT', '0:3')
+    assert main(args) == 2
+    monkeypatch.delenv('ASMLP_EVAL_FAULT')
+    run = _torchrun(args + ['--resume'])
+    assert run.returncode == 0, run.stderr[-3000:]
+    m = json.loads(out.read_text())['models'][0]
+    assert m['images_computed'] == 2 and m['areas'] == report['models'][0]['areas']
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('how,message', [('raise', 'injected fault'), ('kill', 'SIGKILL'),
                                          ('hang', 'rank 0 of 2')])
 def test_a_failing_rank_ends_the_torchrun_job_with_a_message(how, message, small, tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -48,7 +48,6 @@ class EvalOptions:
     save_predictions: Optional[Path] = None
     progress: bool = True
     short_side: Optional[int] = None  # None: each model's zoo inference.short_side
-    extra: dict = field(default_factory=dict)
 
 
 def weights_label(status) -> str:
