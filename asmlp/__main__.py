@@ -1,4 +1,5 @@
-"""Command line: ``python -m asmlp info | bench shift|models|fused|app | convert | pin | publish | train-demo``."""
+"""Command line: ``python -m asmlp info | bench shift|models|fused|app | convert | pin | publish | train-demo |
+evaluate | predict | synth-ade20k``."""
 from __future__ import annotations
 
 import argparse

@@ -257,3 +257,14 @@ def test_predict_writes_labels_equal_to_the_saved_predictions(small, tmp_path, c
             np.asarray(Image.open(labels)), np.asarray(Image.open(preds / MODEL / f'{name}.png')))
         colour, overlay = (np.asarray(Image.open(out / MODEL / f'{name}{s}.png')) for s in ('_color', '_overlay'))
         assert colour.shape == overlay.shape == (64, 64, 3)
+
+
+def test_predict_names_a_bad_image_and_still_writes_the_others(small, tmp_path, capsys):
+    images = small[0] / 'images' / 'validation'
+    bad = tmp_path / 'broken.jpg'
+    bad.write_bytes(b'\xff\xd8 not really')
+    good = sorted(images.glob('*.jpg'))[0]
+    assert main(['predict', str(good), str(bad), '--models', MODEL, '--out', str(tmp_path / 'o')]) == 1
+    assert 'broken.jpg' in capsys.readouterr().err
+    assert (tmp_path / 'o' / MODEL / f'{good.stem}_overlay.png').is_file()
+    assert not (tmp_path / 'o' / MODEL / 'broken.png').exists()
