@@ -192,6 +192,9 @@ def test_resume_after_an_interruption_gives_the_same_numbers(small, tmp_path, mo
     m, ref = json.loads(out.read_text())['models'][0], report['models'][0]
     assert m['images_computed'] == 3 and m['images'] == 5
     assert m['areas'] == ref['areas'] and m['mIoU'] == ref['mIoU']
+    capsys.readouterr()
+    assert main(args + ['--resume', '--short-side', '96']) == 2  # other settings: not mixed in
+    assert 'written with other settings' in capsys.readouterr().err
 
 
 def _torchrun(args, env=None, timeout=240):

@@ -114,7 +114,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f'note: {note}', file=sys.stderr, flush=True)
     try:
         report = evaluate_models(names, data, options, procs, device)
-    except (BadSample, Refused) as e:
+    except (BadSample, Refused, ValueError, OSError) as e:  # bad data, refused weights, --resume mismatch, disk
         hint = ' (--skip-bad skips and lists such samples)' if isinstance(e, BadSample) else ''
         return _error(f'{e}{hint}')
     except RuntimeError as e:  # a failing shard (an injected fault), a collective that timed out or lost a peer

@@ -15,7 +15,6 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -24,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from .metrics import IGNORE_INDEX, NUM_CLASSES
 
 __all__ = ['ADE20K_URL', 'ADE20K_ZIP_SHA1', 'VALIDATION_IMAGES', 'BadSample', 'DataError', 'Sample',
-           'ADE20KFolder', 'reduce_zero_label', 'encode_labels']
+           'ADE20KFolder', 'reduce_zero_label', 'encode_labels', 'read_image', 'read_annotation']
 
 ADE20K_URL = 'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip'
 ADE20K_ZIP_SHA1 = '219e1696abb36c8ba3a3afe7fb2f4b4606a897c7'
