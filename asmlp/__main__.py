@@ -1,4 +1,5 @@
-"""Command line: ``python -m asmlp info | bench shift|models|fused|app | convert | pin | publish | train-demo``."""
+"""Command line: ``python -m asmlp info | bench shift|models|fused|app | convert | pin | publish | train-demo |
+evaluate | predict | synth-ade20k``."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +95,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 COMMANDS = {  # sub-command -> the module whose register_cli(subparsers) adds it
     'convert': '.convert', 'pin': '.hub.cli', 'publish': '.hub.cli', 'train-demo': '.demo.cli',
+    'evaluate': '.evaluation.cli', 'predict': '.evaluation.cli', 'synth-ade20k': '.evaluation.cli',
 }
 
 

@@ -188,6 +188,7 @@ class Engine:
         self._cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
         self._lock = threading.RLock()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix='asmlp-inference')
+        self._ss_seconds: dict[tuple, float] = {}  # (name, device type, precision, input size) -> last SS time
 
     # ------------------------------------------------------------------------------------------ the model cache
 
@@ -323,12 +324,18 @@ class Engine:
     # -------------------------------------------------------------------------------------------------- the work
 
     def segment(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
-                short_side: int = 512, progress: Optional[Callable[[float, str], None]] = None) -> list[Segmentation]:
+                short_side: int = 512, progress: Optional[Callable[[float, str], None]] = None,
+                aug: str = 'none') -> list[Segmentation]:
         """Label maps (uint8) at the image's size, one per model; inference size: short side ``short_side``
         (long side capped at 4x, mmseg's 2048:512). ``progress(fraction, text)`` hears what happens.
         Images above ``Limits.max_work_pixels`` are refused (:func:`asmlp.image_io.load_image` downsizes uploads):
-        the logits are upsampled to the image's size, 600 bytes per pixel."""
+        the logits are upsampled to the image's size, 600 bytes per pixel. ``aug`` 'ms-flip': the papers' MS
+        protocol (:mod:`asmlp.models.tta`, the code of ``evaluate``); refused, with the estimate, when about
+        17.4x a model's single-scale time would not fit in the time budget."""
+        from .models.tta import AUGS
         from .preprocess import check_rgb_image
+        if aug not in AUGS:
+            raise ValueError(f'test-time augmentation must be one of {AUGS}, got {aug!r}')
         names = check_model_names(names)
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
@@ -340,11 +347,43 @@ class Engine:
                              f'segments up to {self.limits.max_work_pixels / 1e6:.1f} (downscale it first)')
 
         def work():
-            return [self._segment_one(image, name, i, len(names), dev, prec, int(short_side), progress)
+            if aug == 'ms-flip':
+                self._check_tta_budget(image, names, dev, prec, int(short_side), progress)
+            return [self._segment_one(image, name, i, len(names), dev, prec, int(short_side), progress, aug)
                     for i, name in enumerate(names)]
         return self.run(work, progress)
 
-    def _segment_one(self, image, name, index, count, dev, prec, short, progress) -> Segmentation:
+    def estimate_seconds(self, image_shape, names, device: str = 'auto', precision: str = 'auto',
+                         short_side: int = 512, aug: str = 'none') -> Optional[float]:
+        """The expected model time of a request from this engine's single-scale timings of the same models,
+        device, precision and inference size (x :func:`asmlp.models.tta.cost_factor` for MS+flip); None while a
+        model has no timing yet."""
+        from .models.tta import cost_factor
+        from .preprocess import rescale_size
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+        size = rescale_size(*image_shape[:2], (4 * int(short_side), int(short_side)))
+        times = [self._ss_seconds.get((n, dev.type, prec, size)) for n in check_model_names(names)]
+        return None if None in times else cost_factor(aug) * sum(times)
+
+    def _check_tta_budget(self, image, names, dev, prec, short, progress) -> None:
+        """Time a single-scale pass of the models without a timing, then refuse MS+flip beyond the budget."""
+        from .models.tta import cost_factor
+        for i, name in enumerate(names):
+            if self.estimate_seconds(image.shape, [name], dev.type if dev.type == 'cpu' else 'gpu', prec,
+                                     short) is None:
+                self._segment_one(image, name, i, len(names), dev, prec, short, progress, 'none')
+        estimate = self.estimate_seconds(image.shape, names, dev.type if dev.type == 'cpu' else 'gpu', prec,
+                                         short, 'ms-flip')
+        remaining = _local.deadline - time.monotonic() if getattr(_local, 'deadline', None) else self.timeout
+        if estimate is not None and estimate > remaining:
+            raise ValueError(f'MS+flip would take about {estimate:.0f} s here ({cost_factor("ms-flip"):.1f}x the '
+                             f'single-scale time of {", ".join(names)}), beyond the {remaining:.0f} s left of the '
+                             f'inference time budget (ASMLP_INFERENCE_TIMEOUT); choose fewer models, a smaller '
+                             f'inference size or no test-time augmentation')
+
+    def _segment_one(self, image, name, index, count, dev, prec, short, progress, aug='none') -> Segmentation:
+        from .models.tta import segment as tta_segment
         title = model_entry(name)['title']
         if progress is not None:
             verb = 'Running' if self.is_cached(name, dev) else 'Loading (first use) and running'
@@ -361,8 +400,10 @@ class Engine:
                 loaded = self.get(name, d)
                 start = time.perf_counter()
                 with torch.inference_mode(), autocast(d, p):
-                    labels = loaded.model.predict(image, scale=(4 * s, s))
+                    labels = tta_segment(loaded.model, image, aug, s)
                 seconds = time.perf_counter() - start
+                if aug == 'none':
+                    self._ss_seconds[(name, d.type, p, _inference_size(image, (4 * s, s)))] = seconds
                 break
             except torch.cuda.OutOfMemoryError as error:
                 if d.type != 'cuda' or k == len(attempts) - 1:

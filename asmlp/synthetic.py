@@ -19,7 +19,8 @@ scene, how many, where), the sky's palette, textures, noise and lighting (gain, 
 change from scene to scene.
 
 Seed spaces used by the project (disjoint by their first element): training ``(0, seed, index)``
-(:func:`train_seed`), held-out evaluation ``(1, index)`` (:func:`heldout_seeds`), example images ``(2, index)``.
+(:func:`train_seed`), held-out evaluation ``(1, index)`` (:func:`heldout_seeds`), example images ``(2, index)``, speed runs ``(3, ...)``,
+generated ADE20K-layout sets ``(4, seed, index)`` (:func:`asmlp.evaluation.synthetic_set.dataset_seed`).
 """
 from __future__ import annotations
 

@@ -55,7 +55,14 @@ layer) with Naive, PUP or MLA decoders. AS-MLP and Swin are compared inside the 
 papers.
 
 Masks are only meaningful where a model has trained ADE20K weights; each panel says what its weights are.
+
+**"MS"** in the papers' tables is multi-scale + flip testing: the image is segmented at 0.5, 0.75, 1, 1.25, 1.5
+and 1.75 times the test size, each also mirrored left-right, and the 12 softmax maps are averaged before the
+argmax. The Compare tab's *Test-time augmentation: MS+flip* runs exactly that (the code of `python -m asmlp
+evaluate --aug ms-flip`), at about 17.4x the cost of one pass.
 """
+
+TTA_CHOICES = [('none', 'none'), ("MS+flip (the papers' MS protocol)", 'ms-flip')]
 
 COUNTED_NOTE = """
 Counted by this app (`python -m asmlp info`, meta device, `torch.utils.flop_counter`): UperNet-AS-MLP-T/S/B
@@ -152,14 +159,15 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
     engine = engine or Engine()
     gr.set_static_paths(paths=[str(PLOTLY_JS_DIR)])
 
-    def compare(image_path, models, device, precision, short_side, opacity, progress=gr.Progress()):
+    def compare(image_path, models, device, precision, short_side, opacity, aug='none', progress=gr.Progress()):
         if not image_path:
             raise refusal('Upload an image or pick an example first.')
         with answering('Segmentation'):
             with engine.admit():  # a full app says so at once, before the upload is decoded
                 image, info = load_image(image_path)
                 results = engine.segment(image, models, device, precision, int(short_side),
-                                         progress=lambda fraction, text: progress(fraction, desc=text))
+                                         progress=lambda fraction, text: progress(fraction, desc=text),
+                                         aug=aug or 'none')
             masks = [(viz.colorize(r.labels), r.title) for r in results]
             if len(results) > 1:
                 view, share = viz.disagreement([r.labels for r in results])
@@ -168,12 +176,30 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
             else:
                 view, disagreement_text = None, 'Choose two or more models to see where they disagree.'
             status = f'Image: {info.describe()}.\n\n' + _status_markdown(results)
+            if aug == 'ms-flip':
+                status += '\n\nTest-time augmentation: **MS+flip** (6 scales x flip, softmax averaged).'
             notes = [f'- **{r.title}**: {html.escape(note)}' for r in results for note in r.notes]
             if notes:
                 status += '\n\n' + '\n'.join(notes)
             state = dict(image=image, results=results, models=[r.name for r in results])
             return (status, masks, _overlays(image, results, opacity), _legend_markdown(results), view,
                     disagreement_text, state)
+
+    def tta_estimate(aug, models, device, precision, short_side, state):
+        """What MS+flip costs for the chosen models: the factor, and seconds from this engine's timings."""
+        if aug != 'ms-flip':
+            return ''
+        from .models.tta import cost_factor
+        text = (f'MS+flip: 12 views (scales 0.5-1.75 x flip), about **{cost_factor("ms-flip"):.1f}x** the '
+                f'single-scale work; requests beyond the {engine.timeout:g} s budget are refused.')
+        try:
+            seconds = engine.estimate_seconds(state['image'].shape, models, device, precision, int(short_side),
+                                              'ms-flip') if state else None
+        except ValueError:
+            seconds = None
+        if seconds is not None:
+            text += f' For these models on this image: about **{seconds:.0f} s** here.'
+        return text
 
     def reblend(state, opacity):
         if not state:
@@ -226,6 +252,8 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                     short_side = Slider(128, 1024, value=default_short_side(chosen), step=32,
                                            label="Inference size (short side, px; the models' test size)",
                                            elem_id='short-side')
+                    aug = Radio(TTA_CHOICES, value='none', label='Test-time augmentation', elem_id='tta')
+                    tta_note = gr.Markdown(elem_id='tta-note')
                     run = gr.Button('Segment', variant='primary', elem_id='run')
                 with gr.Column(scale=2):
                     status = gr.Markdown(elem_id='status')
@@ -288,13 +316,16 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
         demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
 
-        run.click(compare, [image, models, device, precision, short_side, opacity],
+        run.click(compare, [image, models, device, precision, short_side, opacity, aug],
                   [status, masks, overlays, legend, disagreement, disagreement_text, state], api_name='compare',
                   concurrency_limit=model_workers, concurrency_id='models')
         opacity.change(reblend, [state, opacity], [overlays], api_visibility='private', show_progress='hidden')
         known = set(list_models())
         models.change(lambda names: default_short_side(n for n in names or () if n in known), [models],
                       [short_side], api_visibility='private', show_progress='hidden')  # the chosen models' test size
+        tta_inputs = [aug, models, device, precision, short_side, state]
+        for trigger in (aug.change, models.change, short_side.change, state.change):
+            trigger(tta_estimate, tta_inputs, [tta_note], api_visibility='private', show_progress='hidden')
         measure_btn.click(measure, [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
                           api_name='measure', concurrency_limit=model_workers, concurrency_id='models')
     return demo
