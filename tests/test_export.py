@@ -158,3 +158,37 @@ def test_aot_inductor_package_of_the_smallest_segmenter(tmp_path):
         path = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / 'setr.pt2'))
         loaded = torch._inductor.aoti_load_package(path)
         assert_close(loaded(x), model(x), 'AOTInductor')
+
+
+@pytest.mark.parametrize('name', ['classifier', 'upernet_asmlp_nano', 'upernet_swin_nano', 'setr_pup_vit_nano'])
+def test_compile_makes_one_graph_per_input_shape(name):
+    """No graph breaks in the models' own code and no recompiles: one graph for repeated calls of one input shape
+    and memory format. Before, Dynamo hit its recompile limit in the fast shift (strides and dispatch keys) and
+    recompiled the block forward per channel width."""
+    from torch._dynamo.testing import CompileCounter
+    model = tiny_classifier() if name == 'classifier' else create_segmenter(name).eval()
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    with torch.no_grad():
+        for _ in range(3):
+            compiled(image(64, 96))
+    assert counter.frame_count == 1, f'{counter.frame_count} graphs for one input shape'
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(image(64, 96))
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
+@pytest.mark.slow
+def test_compiled_classifier_goes_dynamic_after_a_second_shape():
+    """Dynamo's automatic dynamic shapes: a second input size compiles one graph with symbolic H, W, which then
+    serves a third size (the classifier's shape logic is all symbolic: padding, merging, the shift's groups)."""
+    from torch._dynamo.testing import CompileCounter
+    model = tiny_classifier()
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    with torch.no_grad():
+        for size in ((64, 96), (96, 64), (80, 112)):
+            assert_close(compiled(image(*size)), model(image(*size)), f'{size}')
+    assert counter.frame_count == 2, f'{counter.frame_count} graphs for three input shapes'
