@@ -1,5 +1,5 @@
-"""Command line: ``python -m asmlp info | bench shift|models|fused|app | convert | pin | publish | train-demo |
-evaluate | predict | synth-ade20k``."""
+"""Command line: ``python -m asmlp info | bench shift|models|fused|app|compile | convert | pin | publish |
+train-demo | evaluate | predict | synth-ade20k``."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,9 @@ def _bench(args: argparse.Namespace) -> None:
     elif args.what == 'fused':
         from .bench.fused import main
         main(repeat=args.repeat or 50)
+    elif args.what == 'compile':
+        from .bench.compile import DEFAULT_MODELS, main
+        main(args.models or DEFAULT_MODELS, args.size, repeat=args.repeat or 10, threads=args.threads)
     elif args.what in ('models', 'app'):
         from .zoo import model_entry
         if args.what == 'models':
@@ -76,12 +79,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     info.add_argument('--refresh', action='store_true', help='recount instead of using the cached counts')
     info.set_defaults(func=_info)
     bench = sub.add_parser('bench', help='benchmarks (results belong in BENCHMARKS.md)')
-    bench.add_argument('what', choices=['shift', 'models', 'fused', 'app'])
+    bench.add_argument('what', choices=['shift', 'models', 'fused', 'app', 'compile'])
     bench.add_argument('--threads', type=int, default=2)
     bench.add_argument('--repeat', type=_positive_size, help='timed runs per measurement (shift 300, models 5, fused 50)')
     bench.add_argument('--size', nargs=2, type=_positive_size, metavar=('H', 'W'),
                        help='input size of bench models (default 512 512) / image size of bench app (512 683)')
-    bench.add_argument('--models', nargs='+', help='zoo names for bench models / app (default: the light T/S ones)')
+    bench.add_argument('--models', nargs='+', help='zoo names for bench models / app (default: the light T/S ones); '
+                       'for bench compile also timm classifiers (default asmlp_tiny upernet_asmlp_nano)')
     bench.set_defaults(func=_bench)
     # the other sub-commands: only the chosen one's module is imported (a cached `info` needs neither torch nor timm);
     # all of them for --help or an unknown command

@@ -133,3 +133,18 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_bad_tensors_are_refused(x, match):
     with pytest.raises(ValueError, match=match):
         axial_shift(x, 3)
+
+
+@pytest.mark.parametrize('dilation', [1, 2])
+def test_traced_formulation_equals_reference_and_its_adjoint(dilation):
+    """``axial_shift_traced`` (what traced graphs record) == the reference; ``sign=-1`` is the reference's
+    vector-Jacobian product (the adjoint), computed by autograd through the official pad/roll/cat code."""
+    from asmlp.ops import axial_shift_traced
+    for shape, memory_format, dim, shift_size in itertools.product(SHAPES, FORMATS, (2, 3), (3, 5, 7)):
+        x = fresh(shape, torch.float64, memory_format).requires_grad_()
+        case = f'{shape} {memory_format} dim={dim} shift={shift_size}'
+        ref = axial_shift_reference(x, dim, shift_size, dilation)
+        assert torch.equal(axial_shift_traced(x, dim, shift_size, dilation), ref), case
+        grad = fresh(shape, torch.float64, memory_format)
+        vjp, = torch.autograd.grad(ref, x, grad)
+        assert torch.equal(axial_shift_traced(grad, dim, shift_size, dilation, sign=-1), vjp), case

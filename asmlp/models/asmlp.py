@@ -24,8 +24,8 @@ from typing import Iterator, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ConvMlp, DropPath, GroupNorm1, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import ConvMlp, DropPath, GroupNorm1, register_notrace_function, register_notrace_module, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
 from ..ops import axial_shift_mlp, axial_shift_pair, fused_token_mixing_applies
 from ..paths import weights_dir
@@ -33,6 +33,7 @@ from ..paths import weights_dir
 __all__ = ['ASMLP', 'ASMLPFeatures', 'checkpoint_filter_fn', 'official_checkpoint_name']
 
 
+@register_notrace_module  # FX: a leaf (its forward picks the kernel from the tensors' device and dtype)
 class AxialShift(nn.Module):
     """Token mixer: ``conv3(norm2(GELU(conv2_1(shift_W(h))) + GELU(conv2_2(shift_H(h)))))``, ``h = GELU(norm1(conv1(x)))``."""
 
@@ -138,29 +139,40 @@ class BasicLayer(nn.Module):
         return x if self.downsample is None else self.downsample(x)
 
 
+@register_notrace_function  # FX: one call node (checks on the shape are control flow; FX wraps public names only)
+def checked_image(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """``x`` itself, after checking that it is an NCHW batch with ``in_chans`` channels."""
+    if x.dim() != 4:
+        raise ValueError(f'expected an NCHW image batch, got shape {tuple(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
+    return x
+
+
 def _stage_maps(net: nn.Module, x: torch.Tensor, last: int) -> Iterator[torch.Tensor]:
     """Run ``net.patch_embed`` and ``net.layers`` on ``x``, yielding each stage's map before its patch merging.
 
     The stages compute in channels_last: every 1x1 conv is then a plain NHWC GEMM for oneDNN / cuDNN, with no
     layout reorder around it (1.2-1.6x faster on CPU at 512x512 than NCHW; same arithmetic). The maps are yielded
-    in that layout; callers hand them back in the input's memory format (:func:`_input_format`).
+    in that layout; callers hand them back in the input's memory format (:func:`in_format_of`). With
+    ``net.grad_checkpointing`` each stage's blocks run under activation checkpointing (timm's ``checkpoint_seq``).
     """
-    if x.dim() != 4:
-        raise ValueError(f'expected an NCHW image batch, got shape {tuple(x.shape)}')
-    in_chans = net.patch_embed.proj.in_channels
-    if x.shape[1] != in_chans:
-        raise ValueError(f'expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
+    x = checked_image(x, net.patch_embed.proj.in_channels)
     x = net.pos_drop(net.patch_embed(x.contiguous(memory_format=torch.channels_last)))
     for i, stage in enumerate(net.layers[:last + 1]):
-        x = stage.blocks(x)
+        if net.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(stage.blocks, x)
+        else:
+            x = stage.blocks(x)
         yield x
         if stage.downsample is not None and i < last:
             x = stage.downsample(x)
 
 
-def _input_format(x: torch.Tensor) -> torch.memory_format:
-    """The memory format the outputs for input ``x`` should have: channels_last only for a channels_last input."""
-    return torch.contiguous_format if x.is_contiguous() else torch.channels_last
+@register_notrace_function  # FX: the layout test is control flow
+def in_format_of(feat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``feat`` in the memory format outputs for input ``x`` have: channels_last only for a channels_last input."""
+    return feat.contiguous(memory_format=torch.contiguous_format if x.is_contiguous() else torch.channels_last)
 
 
 class ASMLP(nn.Module):
@@ -188,6 +200,7 @@ class ASMLP(nn.Module):
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.img_size = img_size
+        self.grad_checkpointing = False
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
         self.num_features = self.head_hidden_size = int(embed_dim * 2 ** (self.num_layers - 1))
@@ -215,6 +228,17 @@ class ASMLP(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of each stage's blocks (timm API; less memory in training, same outputs)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer-wise learning-rate decay (the layout of timm's Swin)."""
+        return dict(stem=r'^patch_embed', blocks=r'^layers\.(\d+)' if coarse else [
+            (r'^layers\.(\d+)\.downsample', (0,)), (r'^layers\.(\d+)\.\w+\.(\d+)', None), (r'^norm', (99999,))])
+
     def stage_outputs(self, x: torch.Tensor, last: Optional[int] = None) -> Iterator[torch.Tensor]:
         """Yield each stage's map before its patch merging, up to stage ``last`` (all by default)."""
         return _stage_maps(self, x, self.num_layers - 1 if last is None else last)
@@ -237,7 +261,7 @@ class ASMLP(nn.Module):
         intermediates, final = [], None
         for i, feat in enumerate(self.stage_outputs(x, last)):
             if i in take:
-                intermediates.append(feat.contiguous(memory_format=_input_format(x)))
+                intermediates.append(in_format_of(feat, x))
             final = feat
         if intermediates_only:
             return intermediates
@@ -279,6 +303,7 @@ class ASMLPFeatures(nn.Module):
             raise ValueError(f'out_indices must be distinct stages 0..{model.num_layers - 1}, got {out_indices}')
         self.out_indices = out_indices
         self.last = max(out_indices)
+        self.grad_checkpointing = model.grad_checkpointing
         self.patch_embed = model.patch_embed
         self.pos_drop = model.pos_drop
         self.layers = model.layers[:self.last + 1]
@@ -289,10 +314,13 @@ class ASMLPFeatures(nn.Module):
         from timm.models._features import FeatureInfo
         self.feature_info = FeatureInfo(model.feature_info, out_indices)
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        fmt = _input_format(x)
         maps = _stage_maps(self, x, self.last)
-        return [getattr(self, f'norm{i}')(feat).contiguous(memory_format=fmt)
+        return [in_format_of(getattr(self, f'norm{i}')(feat), x)
                 for i, feat in enumerate(maps) if i in self.out_indices]
 
 
@@ -360,10 +388,12 @@ def _cfg(**kwargs) -> dict:
     }
 
 
+# Pretrained tags: the official ImageNet-1k checkpoints (official README). ``file`` names the official file; the
+# path is resolved at creation (``_resolve_local_weights``: ``weights/`` or ``$ASMLP_WEIGHTS_DIR``, a clear error
+# without it), since the files are only on OneDrive and cannot be downloaded unattended.
 default_cfgs = generate_default_cfgs({
-    'asmlp_tiny': _cfg(),
-    'asmlp_small': _cfg(),
-    'asmlp_base': _cfg(),
+    f'{variant}.in1k': _cfg(file=official_checkpoint_name(variant))
+    for variant in ('asmlp_tiny', 'asmlp_small', 'asmlp_base')
 })
 
 

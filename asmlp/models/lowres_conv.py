@@ -51,7 +51,21 @@ def direct_convolutions() -> Iterator[None]:
         _ENABLED.reset(token)
 
 
-@functools.lru_cache(maxsize=256)
+def _eager_cache(fn):
+    """``functools.lru_cache`` for eager calls only: while tracing (``torch.compile`` / ``torch.export``) the tensor
+    is computed in the graph instead, so no fake tensor is cached (and later handed to eager code) or becomes an
+    exported program's constant."""
+    cached = functools.lru_cache(maxsize=256)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return fn(*args) if torch.compiler.is_compiling() else cached(*args)
+
+    wrapper.cache_clear, wrapper.cache_info = cached.cache_clear, cached.cache_info
+    return wrapper
+
+
+@_eager_cache
 def interpolation_matrix(size_in: int, size_out: int, align_corners: bool) -> torch.Tensor:
     """(size_out, size_in) float64 matrix of a 1-D bilinear resize, as ``F.interpolate`` computes it."""
     eye = torch.eye(size_in, dtype=torch.float64).view(1, size_in, size_in, 1)
@@ -74,14 +88,14 @@ def _tap_matrices(size_in: int, size_out: int, kernel: int, align_corners: bool)
     return torch.stack([_shift_rows(matrix, tap - kernel // 2) for tap in range(kernel)])
 
 
-@functools.lru_cache(maxsize=256)
+@_eager_cache
 def _column_taps(size_in: int, size_out: int, kernel: int, align_corners: bool) -> torch.Tensor:
     """(size_out, kernel * size_in), column index kx * size_in + j: the W-step's right-hand matrix."""
     taps = _tap_matrices(size_in, size_out, kernel, align_corners)
     return taps.permute(1, 0, 2).reshape(size_out, kernel * size_in)
 
 
-@functools.lru_cache(maxsize=256)
+@_eager_cache
 def _row_taps(size_in: int, size_out: int, kernel: int, align_corners: bool) -> torch.Tensor:
     """(size_out, size_in * kernel), column index i * kernel + ky: the H-step's left-hand matrix."""
     taps = _tap_matrices(size_in, size_out, kernel, align_corners)

@@ -12,7 +12,11 @@ Implementations (backends, :mod:`asmlp.ops.backends`):
   backend ``reference``);
 * the fast path (backend ``fast``) writes each output element exactly once: one slice copy per channel group for
   the part that stays inside the map and one zero fill for the part that enters from outside. Its backward is the
-  same shift with negated offsets (a zero-fill shift's adjoint), so gradients of any order stay exact copies;
+  same shift with negated offsets (a zero-fill shift's adjoint), so gradients of any order stay exact copies.
+  Its ``as_strided`` plan is only right for the strides it was made for, and a traced graph (``torch.compile``,
+  ``torch.export``) may give a tensor other strides at run time than its fake tensor had while tracing: so
+  while tracing the fast backend records :func:`axial_shift_traced` instead, one constant pad per channel group
+  (a negative pad crops) and a concatenation -- stride-agnostic aten ops that Inductor fuses into one kernel;
 * Triton kernels (backend ``triton``, :mod:`asmlp.ops.shift_triton` through the ``torch.ops.asmlp`` custom ops of
   :mod:`asmlp.ops.custom_ops`): the same copies, both directions from one read of the input, and AS-MLP's whole
   token mixing fused into one GEMM kernel at inference (:func:`axial_shift_mlp`).
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from .backends import resolve_backend
 
 __all__ = ['FUSED_DTYPES', 'axial_shift', 'axial_shift_mlp', 'axial_shift_pair', 'axial_shift_reference',
-           'channel_groups', 'fused_token_mixing_applies', 'validate_shift_args']
+           'axial_shift_traced', 'channel_groups', 'fused_token_mixing_applies', 'validate_shift_args']
 
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -77,6 +81,24 @@ def axial_shift_reference(x: torch.Tensor, dim: int, shift_size: int = 5, dilati
     shifts = range(-pad, pad + 1, dilation)
     rolled = torch.cat([torch.roll(chunk, shift, dim) for chunk, shift in zip(chunks, shifts)], 1)
     return torch.narrow(torch.narrow(rolled, 2, pad, height), 3, pad, width)
+
+
+def axial_shift_traced(x: torch.Tensor, dim: int, shift_size: int = 5, dilation: int = 1,
+                       sign: int = 1) -> torch.Tensor:
+    """The shift as one ``F.pad`` per channel group (pad one side by the offset, crop the other) and a ``torch.cat``.
+
+    No stride assumptions, so it is what the ``fast`` backend records in traced graphs (``torch.compile``,
+    ``torch.export``, where run-time strides may differ from the traced ones); exact copies like every backend.
+    ``sign=-1`` is the adjoint. Autograd differentiates the pads and the concatenation (exact, any order).
+    """
+    dim = validate_shift_args(x, dim, shift_size, dilation)
+    length = x.shape[dim]
+    parts = []
+    for c0, c1, offset in channel_groups(x.shape[1], shift_size, dilation):
+        offset = max(-length, min(sign * offset, length))  # a group moved out entirely is all zeros
+        pad = (offset, -offset) if dim == 3 else (0, 0, offset, -offset)
+        parts.append(F.pad(x[:, c0:c1], pad))
+    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
 
 Region = tuple  # (size, stride, offset) of an ``as_strided`` view, offset relative to the tensor's start
@@ -187,6 +209,8 @@ def axial_shift(x: torch.Tensor, dim: int, shift_size: int = 5, dilation: int = 
         return torch.ops.asmlp.shift(x, dim, shift_size, dilation, 1)
     if backend == 'reference':
         return axial_shift_reference(x, dim, shift_size, dilation)
+    if torch.compiler.is_compiling():  # traced strides are not the run-time strides: no as_strided plan
+        return axial_shift_traced(x, dim, shift_size, dilation)
     return _AxialShift.apply(x, dim, shift_size, dilation, 1)
 
 
