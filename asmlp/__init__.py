@@ -4,9 +4,9 @@
 """
 from . import models, ops
 from .ops import axial_shift
-from .hub import WeightStatus, load_pretrained
-from .zoo import create_segmenter, list_models, model_entry
+from .hub import WeightStatus, create_segmenter, load_pretrained
+from .zoo import list_models, model_entry
 
 __version__ = '0.1.0'
-__all__ = ['WeightStatus', 'axial_shift', 'create_segmenter', 'list_models', 'load_pretrained', 'model_entry', 'models',
-           'ops']
+__all__ = ['WeightStatus', 'axial_shift', 'create_segmenter', 'list_models', 'load_pretrained', 'model_entry',
+           'models', 'ops']

@@ -114,8 +114,8 @@ def pin_zoo(zoo_path: Optional[Path] = None, *, models: Optional[Iterable[str]] 
     if not dry_run and any(r.changed for r in results):
         _write_json(path, table)
         if path.resolve() == default_zoo_path().resolve():
-            from ..zoo import _table
-            _table.cache_clear()
+            from ..zoo import reload
+            reload()
     return results
 
 
