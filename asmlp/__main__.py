@@ -1,4 +1,5 @@
-"""Command line: ``python -m asmlp info | bench shift|models|fused|app | convert | pin | publish | train-demo``."""
+"""Command line: ``python -m asmlp info | bench shift|models|fused|app | convert | pin | publish | download | mirror |
+train-demo``."""
 from __future__ import annotations
 
 import argparse

@@ -14,10 +14,10 @@
 - ``pin.py`` (``python -m asmlp pin``), ``publish.py`` (``python -m asmlp publish``), ``download.py``
   (``python -m asmlp download`` and ``mirror``), ``cli.py`` (:func:`register_cli`).
 """
-from .cli import register_cli, run_pin, run_publish
+from .cli import register_cli, run_download, run_mirror, run_pin, run_publish
 from .resolve import available_kind, create_segmenter, load_pretrained, prefetch
 from .sources import WeightSource, weight_sources
 from .status import WeightStatus
 
 __all__ = ['load_pretrained', 'create_segmenter', 'prefetch', 'available_kind', 'WeightStatus', 'WeightSource',
-           'weight_sources', 'register_cli', 'run_pin', 'run_publish']
+           'weight_sources', 'register_cli', 'run_pin', 'run_publish', 'run_download', 'run_mirror']
