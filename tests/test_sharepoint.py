@@ -116,6 +116,13 @@ class SharePoint:
                 if sp.mode == 'stall':
                     time.sleep(3)
                     return
+                if sp.mode == 'slow':  # 8 pieces, 0.4 s apart
+                    step = -(-(len(data) - start) // 8)
+                    for at in range(start, len(data), step):
+                        self.wfile.write(data[at:at + step])
+                        self.wfile.flush()
+                        time.sleep(0.4)
+                    return
                 if sp.mode == 'cut' and not wanted:
                     sp.cuts += 1
                     self.wfile.write(data[:len(data) // 2])
@@ -386,3 +393,27 @@ def test_download_names_fills_the_cache_and_mirror_publishes_it(env, sharepoint,
     with pytest.raises(ValueError, match='namespace'):
         mirror_models([TINY], 'a/b', api=api)
     assert fetch.downloads_dir() == env.tmp / 'cache' / 'downloads'
+
+
+# ------------------------------------------------------------------------------------------------ the app's engine
+
+def test_the_app_downloads_before_the_time_budget_starts_and_shows_progress(env, sharepoint):
+    from asmlp.service import Engine
+    sharepoint.mode = 'slow'  # ~3.2 s of transfer
+    sharepoint.data, reference = official_file(env.tmp / 'src.pth', 'asmlp-mmseg-upernet')
+    env.table[TINY]['weights'] = [{'type': 'sharepoint', 'url': sharepoint.link, 'page': PAGE,
+                                   'filename': 'tiny_seg.pth', 'format': 'asmlp-mmseg-upernet', 'kind': 'ade20k'}]
+    engine = Engine(timeout=2.5)  # less than the download takes: the download must not count
+    heard = []
+    image = (torch.rand(48, 64, 3) * 255).to(torch.uint8).numpy()
+    start = time.perf_counter()
+    (result,) = engine.segment(image, [TINY], device='cpu', precision='fp32', short_side=48,
+                               progress=lambda fraction, text: heard.append((fraction, text)))
+    assert time.perf_counter() - start > engine.timeout  # the download (in this call) took longer than the budget
+    assert result.status.kind == 'ade20k' and result.status.source == sharepoint.link
+    downloads = [text for _, text in heard if 'tiny_seg.pth' in text]
+    mb = f'{len(sharepoint.data) / 1e6:.1f}'
+    assert downloads[-1].startswith(f'UperNet + AS-MLP (tiny test model): Downloaded tiny_seg.pth: {mb} / {mb} MB, ')
+    assert downloads[-1].endswith(' MB/s') and 'ETA' in downloads[0]
+    loaded = engine.get(TINY, torch.device('cpu')).model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.items())

@@ -328,7 +328,10 @@ def download(url: str, dest: Path, *, sha256: Optional[str] = None, sha256_prefi
             raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… does not start with the expected {sha256_prefix}')
         os.replace(part, dest)
         report(received, total, finished=True)
-    except (CorruptDownload, NotTheFile, Stalled):
+    except Stalled as error:
+        net.mark_unreachable(url, str(error))  # the next attempt fails at once instead of waiting again
+        raise
+    except (CorruptDownload, NotTheFile):
         raise
     except Exception as error:  # noqa: BLE001  (HTTP errors, timeouts, resets, a full disk, a cut transfer)
         why = f'{url}: download failed: {error if isinstance(error, _LocalFault) else f"{type(error).__name__}: {error}"}'
