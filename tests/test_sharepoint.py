@@ -417,3 +417,20 @@ def test_the_app_downloads_before_the_time_budget_starts_and_shows_progress(env,
     assert downloads[-1].endswith(' MB/s') and 'ETA' in downloads[0]
     loaded = engine.get(TINY, torch.device('cpu')).model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in reference.items())
+
+
+def test_hub_downloads_report_progress_too(env, online, monkeypatch):
+    from test_hub import COMMIT, FakeHub, hub_source, native_files, trained_tiny, write_native
+    hub = FakeHub()
+    try:
+        write_native(env.tmp / 'converted', trained_tiny())
+        files = native_files(env.tmp / 'converted')
+        hub.add('org/tiny', COMMIT, files, refs={'main': COMMIT})
+        monkeypatch.setenv('HF_ENDPOINT', hub.url)
+        reports = []
+        _, status = asmlp.hub.load_pretrained(TINY, sources=[hub_source('org/tiny')], progress=reports.append)
+    finally:
+        hub.close()
+    assert status.kind == 'ade20k'
+    done = [r for r in reports if r.filename == 'model.safetensors']
+    assert done and done[-1].finished and done[-1].done == len(files['model.safetensors'])
