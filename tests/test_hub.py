@@ -650,7 +650,8 @@ def test_unreachable_hub_and_urls_fail_fast_without_hf_hub_offline(env, online, 
         print(f'  {name:<30} {first}{"*" if name in cold else " "} {second}')
     if fault == 'silent':  # both origins probed in parallel: one probe timeout, then nothing
         for name in ('upernet_swin_tiny', 'setr_pup_vit_large'):
-            assert 1.5 < timings[name, 1] < 4 and timings[name, 2] < timings[name, 1] / 4
+            # (the second call's network part: the meta-device build alone takes 0.2-0.6 s on a loaded machine)
+            assert 1.5 < timings[name, 1] < 4 and timings[name, 2, 'net'] < timings[name, 1, 'net'] / 4
 
 
 def test_silent_hub_end_to_end_with_the_real_model_build(env, online, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import http.cookiejar
+import logging
 import os
 import re
 import socket
@@ -29,6 +30,7 @@ __all__ = ['Unavailable', 'NotTheFile', 'Stalled', 'CorruptDownload', 'Fetched',
            'hub_cache_dir', 'downloads_dir', 'fetch_hub_file', 'from_hf_cache', 'fetch_url', 'fetch_first', 'download',
            'CHECKPOINT_MAGIC', 'RESUMES']
 
+log = logging.getLogger('asmlp.hub')
 CHECKPOINT_MAGIC = b'PK\x03\x04'  # torch.save's zip format
 RESUMES = 3  # Range requests after a cut transfer
 _locks_lock = threading.Lock()
@@ -260,13 +262,16 @@ def download(url: str, dest: Path, *, sha256: Optional[str] = None, sha256_prefi
     ``progress`` hears :class:`~asmlp.hub.progress.DownloadProgress` reports.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f'.{dest.name}.part')
     timeout = net.float_env('ASMLP_DOWNLOAD_TIMEOUT', 30.0)
     report = Throttle(progress, dest.name)
     opener, current = _opener(), url
     digest, received, total, resumes = hashlib.sha256(), 0, None, 0
     try:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _LocalFault(f'cannot write to {dest.parent}: {error.strerror or error}') from None
         with open(part, 'wb') as out:
             while True:
                 headers = {'User-Agent': 'asmlp'}
@@ -325,7 +330,8 @@ def download(url: str, dest: Path, *, sha256: Optional[str] = None, sha256_prefi
             raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… is not the zoo\'s {sha256[:12]}… (the file '
                                   f'behind the link changed, or the transfer was damaged)')
         if sha256_prefix and not digest_hex.startswith(sha256_prefix):
-            raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… does not start with the expected {sha256_prefix}')
+            raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… does not start with the expected '
+                                  f'{sha256_prefix}')
         os.replace(part, dest)
         report(received, total, finished=True)
     except Stalled as error:
@@ -334,14 +340,19 @@ def download(url: str, dest: Path, *, sha256: Optional[str] = None, sha256_prefi
     except (CorruptDownload, NotTheFile):
         raise
     except Exception as error:  # noqa: BLE001  (HTTP errors, timeouts, resets, a full disk, a cut transfer)
-        why = f'{url}: download failed: {error if isinstance(error, _LocalFault) else f"{type(error).__name__}: {error}"}'
+        detail = error if isinstance(error, _LocalFault) else f'{type(error).__name__}: {error}'
+        why = f'{url}: download failed: {detail}'
         why = why.split('\n')[0][:300]
         if not isinstance(error, _LocalFault) and (
                 _is_connection_error(error) or isinstance(error, OSError) and not hasattr(error, 'code')):
             net.mark_unreachable(url, why)
         raise Unavailable(why) from None
     finally:
-        part.unlink(missing_ok=True)
+        if part.exists():
+            try:
+                part.unlink()
+            except OSError:  # a folder that turned read-only: nothing more can be done here
+                log.warning('could not remove the partial download %s', part)
     return Fetched(dest, sha256=digest_hex)
 
 

@@ -163,7 +163,8 @@ def pin_downloads(zoo_path: Optional[Path] = None, *, models: Optional[Iterable[
             if record is None:
                 error = f'not downloaded and verified here (python -m asmlp download {name})'
             elif (digest := sha256_file(file)) != record['sha256']:
-                error = f'{file} changed since it was verified (sha256 {digest[:12]}…, recorded {record["sha256"][:12]}…)'
+                error = (f'{file} changed since it was verified (sha256 {digest[:12]}…, recorded '
+                         f'{record["sha256"][:12]}…)')
             elif source.sha256 and source.sha256 != digest:
                 error = (f'the zoo already has sha256 {source.sha256[:12]}…, the download here is {digest[:12]}…: '
                          f'not replaced (check which is the official file)')
