@@ -15,7 +15,7 @@ __version__ = '0.1.0'
 
 _LAZY = {  # public name -> the module that defines it
     'WeightStatus': '.hub', 'load_pretrained': '.hub', 'axial_shift': '.ops',
-    'create_segmenter': '.zoo', 'list_models': '.zoo', 'model_entry': '.zoo',
+    'create_segmenter': '.hub', 'list_models': '.zoo', 'model_entry': '.zoo',
 }
 _SUBMODULES = ('models', 'ops')
 __all__ = sorted([*_LAZY, *_SUBMODULES])

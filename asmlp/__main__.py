@@ -1,5 +1,5 @@
 """Command line: ``python -m asmlp info | bench shift|models|fused|app|compile | convert | pin | publish |
-train-demo | evaluate | predict | synth-ade20k``."""
+download | mirror | train-demo | evaluate | predict | synth-ade20k``."""
 from __future__ import annotations
 
 import argparse
@@ -98,7 +98,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 COMMANDS = {  # sub-command -> the module whose register_cli(subparsers) adds it
-    'convert': '.convert', 'pin': '.hub.cli', 'publish': '.hub.cli', 'train-demo': '.demo.cli',
+    'convert': '.convert', 'pin': '.hub.cli', 'publish': '.hub.cli', 'download': '.hub.cli', 'mirror': '.hub.cli',
+    'train-demo': '.demo.cli',
     'evaluate': '.evaluation.cli', 'predict': '.evaluation.cli', 'synth-ade20k': '.evaluation.cli',
 }
 

@@ -23,6 +23,7 @@ import hashlib
 import os
 import pickle
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,13 +71,25 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read safely, or holds no weights. The message is one line naming the file."""
 
 
+_sha_lock = threading.Lock()
+_sha_memo: dict[tuple, str] = {}
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of the file at ``path``."""
+    """Hex SHA-256 of the file at ``path`` (remembered per path, inode, size and mtime: a 1 GB checkpoint is not
+    read again while it is unchanged)."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _sha_lock:
+        if key in _sha_memo:
+            return _sha_memo[key]
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(chunk_size), b''):
             digest.update(chunk)
-    return digest.hexdigest()
+    with _sha_lock:
+        _sha_memo[key] = digest.hexdigest()
+    return _sha_memo[key]
 
 
 def refusal_reason(name: str) -> str | None:

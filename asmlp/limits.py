@@ -7,7 +7,7 @@ RELIABILITY.md explains the choices.
 |---|---|---|
 | ``ASMLP_MAX_WAITING`` | 8 | requests waiting behind the running one; more get :data:`BUSY_MESSAGE` at once |
 | ``ASMLP_WAIT_TIMEOUT`` | 300 s | a waiting request that gets no turn within this is turned away (busy) |
-| ``ASMLP_INFERENCE_TIMEOUT`` | 300 s | budget of one request's model work (loading + inference, all its models) |
+| ``ASMLP_INFERENCE_TIMEOUT`` | 300 s | budget of one request's model work (loading + inference, all its models; weight downloads run before it starts and do not count) |
 | ``ASMLP_TIMEOUT_GRACE`` | 10 s | past the budget, how long the caller waits for the work to stop |
 | ``ASMLP_CACHE_MODELS`` | 4 | models kept loaded (LRU) |
 | ``ASMLP_CACHE_BYTES`` | 3 GiB | parameter + buffer bytes kept loaded (LRU; the newest model always stays) |

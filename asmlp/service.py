@@ -277,10 +277,12 @@ class Engine:
             _local.ticket = None
             ticket.release()
 
-    def run(self, fn: Callable[[], Any], progress: Optional[Callable[[float, str], None]] = None) -> Any:
+    def run(self, fn: Callable[[], Any], progress: Optional[Callable[[float, str], None]] = None,
+            prepare: Optional[Callable[[], None]] = None) -> Any:
         """``fn()`` with the request's turn (waiting in FIFO order), on the inference thread, under the time budget:
         :class:`InferenceTimeout` once ``timeout`` (+ ``Limits.timeout_grace`` for a single long operation) is
-        spent. The work stops at the next module boundary; until it has, the slot stays taken (busy)."""
+        spent. The work stops at the next module boundary; until it has, the slot stays taken (busy).
+        ``prepare()`` runs first, with the turn but before the budget starts (weight downloads: not inference)."""
         if getattr(_local, 'in_worker', False):
             return fn()
         with self.admit() as ticket:
@@ -288,7 +290,30 @@ class Engine:
                 if progress is not None:
                     progress(0.0, f'Waiting for a free slot: {ahead} request{"s" if ahead != 1 else ""} ahead')
             ticket.acquire(on_wait)
+            if prepare is not None:
+                prepare()
             return self._run_with_deadline(fn, ticket)
+
+    def prefetch(self, names, device: torch.device,
+                 progress: Optional[Callable[[float, str], None]] = None) -> None:
+        """Download the weights of the models of ``names`` that will load on ``device`` (not cached, or cached
+        without their weights and due for another look), without loading them: :func:`asmlp.hub.prefetch`, with
+        its progress (file, MB done / total, MB/s, ETA) passed on. Engines with their own loader skip this."""
+        if self._loader is not None:
+            return
+        from .hub import prefetch
+        for name in names:
+            hit = self._cache.get((name, str(torch.device(device))))
+            if hit is not None and not (hit.degraded and time.monotonic() - hit.loaded_at >= self.retry_after):
+                continue
+
+            def report(p, name=name):
+                if progress is not None:
+                    progress(p.fraction or 0.0, f'{model_entry(name)["title"]}: {p.text()}')
+            try:
+                prefetch(name, progress=report)
+            except Exception as error:  # noqa: BLE001  (the load reports what is wrong; the request goes on)
+                log.warning('%s: downloading weights failed: %s: %s', name, type(error).__name__, _one_line(error))
 
     def _run_with_deadline(self, fn: Callable[[], Any], ticket) -> Any:
         budget = self.timeout
@@ -351,7 +376,7 @@ class Engine:
                 self._check_tta_budget(image, names, dev, prec, int(short_side), progress)
             return [self._segment_one(image, name, i, len(names), dev, prec, int(short_side), progress, aug)
                     for i, name in enumerate(names)]
-        return self.run(work, progress)
+        return self.run(work, progress, prepare=lambda: self.prefetch(names, dev, progress))
 
     def estimate_seconds(self, image_shape, names, device: str = 'auto', precision: str = 'auto',
                          short_side: int = 512, aug: str = 'none') -> Optional[float]:

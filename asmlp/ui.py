@@ -21,8 +21,9 @@ from .report import metrics_figure, metrics_table, paper_table
 from .image_io import ImageInputError, load_image
 from .limits import Busy, InferenceTimeout
 from .paths import REPO_ROOT
+from .presets import default_preset, grouped_choices, preset, presets
+from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_short_side
 from .ui_inputs import CheckboxGroup, Dropdown, ImageUpload, Radio, Slider, refusal
-from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_models, default_short_side
 from .zoo import list_models, model_entry
 
 EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
@@ -95,7 +96,11 @@ def animated_figure(elem_id: str, height: int = 460) -> gr.HTML:
 
 
 def _model_choices() -> list[tuple[str, str]]:
-    return [(f'{model_entry(n)["title"]}  [{n}]', n) for n in list_models()]
+    return grouped_choices()  # by family and size, each with its weight state (asmlp/presets.py)
+
+
+def _preset_note(preset_id: str) -> str:
+    return f'**{preset(preset_id)["label"]}.** {preset(preset_id)["description"]}'
 
 
 def _status_markdown(results) -> str:
@@ -243,15 +248,21 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                         map(str, EXAMPLES_DIR.glob('*.jpg')))
                     if examples:
                         gr.Examples(examples, inputs=image, label='Examples (licences: assets/examples/LICENSES.md)')
-                    chosen = default_models()
-                    models = CheckboxGroup(_model_choices(), value=chosen, label='Models',
-                                              elem_id='models')
+                    # presets: the paper's pairs one click away; the default is the best one whose weights are
+                    # on disk or in the caches (no network at start-up), else Demo (asmlp/presets.py)
+                    chosen_preset = default_preset()
+                    preset_radio = Radio([(p['label'], p['id']) for p in presets()], value=chosen_preset,
+                                         label='Preset', elem_id='preset')
+                    preset_note = gr.Markdown(_preset_note(chosen_preset), elem_id='preset-note')
+                    chosen = list(preset(chosen_preset)['models'])
+                    models = CheckboxGroup(_model_choices(), value=chosen, label='Models (weights: before loading)',
+                                           elem_id='models')
                     with gr.Row():
                         device = Radio(list(DEVICES), value='auto', label='Device')
                         precision = Radio(list(PRECISIONS), value='auto', label='Precision')
                     short_side = Slider(128, 1024, value=default_short_side(chosen), step=32,
-                                           label="Inference size (short side, px; the models' test size)",
-                                           elem_id='short-side')
+                                        label="Inference size (short side, px; the models' test size)",
+                                        elem_id='short-side')
                     aug = Radio(TTA_CHOICES, value='none', label='Test-time augmentation', elem_id='tta')
                     tta_note = gr.Markdown(elem_id='tta-note')
                     run = gr.Button('Segment', variant='primary', elem_id='run')
@@ -321,6 +332,8 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                   concurrency_limit=model_workers, concurrency_id='models')
         opacity.change(reblend, [state, opacity], [overlays], api_visibility='private', show_progress='hidden')
         known = set(list_models())
+        preset_radio.change(lambda p: (list(preset(p)['models']), _preset_note(p)), [preset_radio],
+                            [models, preset_note], api_visibility='private', show_progress='hidden')
         models.change(lambda names: default_short_side(n for n in names or () if n in known), [models],
                       [short_side], api_visibility='private', show_progress='hidden')  # the chosen models' test size
         tta_inputs = [aug, models, device, precision, short_side, state]

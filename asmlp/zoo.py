@@ -2,7 +2,8 @@
 
 Each entry gives the architecture (``backbone``, optional ``neck``, ``decode_head``, ``auxiliary_head`` list,
 ``inference`` = mmseg ``test_cfg``) as component types plus keyword arguments, and the numbers ``published`` for it
-with their source. The table is data; the only code here maps component types to constructors.
+with their source. The table is data; the only code here maps component types to constructors. The zoo knows
+nothing of weights: ``pretrained=True`` lives in :func:`asmlp.hub.create_segmenter` (``asmlp.create_segmenter``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # the table is read without torch; the models are imported wh
 
     from .models.segmenter import Segmenter
 
-__all__ = ['list_models', 'model_entry', 'create_segmenter']
+__all__ = ['list_models', 'model_entry', 'create_segmenter', 'reload']
 
 
 def _heads() -> dict[str, Any]:
@@ -49,6 +50,11 @@ def _table() -> dict[str, dict[str, Any]]:
     return json.loads(resources.files(__package__).joinpath('data/zoo.json').read_text())
 
 
+def reload() -> None:
+    """Read ``data/zoo.json`` again on next use (after ``python -m asmlp pin`` rewrote it)."""
+    _table.cache_clear()
+
+
 def list_models() -> list[str]:
     """Names of every zoo segmenter, sorted."""
     return sorted(_table())
@@ -66,23 +72,9 @@ def _build(spec: dict[str, Any], registry: dict[str, Any], **overrides) -> nn.Mo
     return registry[spec['type']](*([spec['name']] if 'name' in spec else []), **{**spec['kwargs'], **overrides})
 
 
-def create_segmenter(name: str, num_classes: int | None = None, pretrained: bool = False) -> Segmenter:
-    """Build the zoo segmenter ``name``: random weights (``num_classes`` overrides the heads' 150), or with
-    ``pretrained=True`` the best weights :func:`asmlp.hub.load_pretrained` finds (in eval mode).
-
-    Pretrained weights are not guaranteed: without any, the model stays untrained. Call ``load_pretrained`` to get
-    the status that says what was loaded (ADE20K, ImageNet backbone only, demo or none).
-    """
-    if pretrained:
-        if num_classes not in (None, 150):
-            raise ValueError(f'pretrained weights have 150 ADE20K classes; num_classes={num_classes} needs '
-                             f'pretrained=False')
-        from .hub import load_pretrained
-        model, status = load_pretrained(name)
-        if not status.pretrained:
-            import logging
-            logging.getLogger('asmlp.hub').warning('%s: %s', name, status.message)
-        return model
+def create_segmenter(name: str, num_classes: int | None = None) -> Segmenter:
+    """Build the zoo segmenter ``name`` with random weights (``num_classes`` overrides the heads' 150). Pretrained
+    weights: :func:`asmlp.create_segmenter` with ``pretrained=True``, or :func:`asmlp.load_pretrained`."""
     from .models.segmenter import InferenceConfig, Segmenter
     entry = model_entry(name)
     classes = {} if num_classes is None else {'num_classes': num_classes}

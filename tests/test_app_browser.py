@@ -60,6 +60,28 @@ def test_compare_two_models(app_page):
     page.screenshot(path=str(OUT / 'metrics.png'), full_page=True)
 
 
+def test_demo_preset_gives_three_masks(app_page):
+    page = app_page
+    page.get_by_role('tab', name='Compare').click()
+    page.locator('#preset label', has_text='Tiny').click()  # away and back: the preset sets the model list
+    expect(page.locator('#models input[type=checkbox]:checked')).to_have_count(3)
+    expect(page.locator('#models label:has(input:checked)', has_text='[upernet_asmlp_tiny]')).to_have_count(1)
+    page.locator('#preset label', has_text='Demo (offline)').click()
+    checked = page.locator('#models label:has(input:checked)')
+    expect(checked).to_have_count(3)
+    for name in ('upernet_asmlp_nano', 'upernet_swin_nano', 'setr_pup_vit_nano'):
+        expect(checked.filter(has_text=f'[{name}]')).to_contain_text('demo weights')
+    expect(page.locator('#preset-note')).to_contain_text('generated scenes')
+    # every entry says what its weights are before anything loads
+    expect(page.locator('#models label', has_text='[upernet_asmlp_base]')).to_contain_text('downloadable on request')
+    expect(page.locator('#models label', has_text='[setr_pup_vit_small]')).to_contain_text('untrained')
+    page.locator('#input-image input[type=file]').set_input_files(EXAMPLE)
+    page.locator('#run').click()
+    expect(page.locator('#masks img')).to_have_count(3, timeout=240_000)
+    expect(page.locator('#status')).to_contain_text('demo weights')
+    page.screenshot(path=str(OUT / 'demo_preset.png'), full_page=True)
+
+
 def test_shift_animation_plays(app_page):
     page = app_page
     page.get_by_role('tab', name='Axial shift').click()

@@ -246,11 +246,21 @@ def test_zoo_weight_sources_say_where_each_model_comes_from():
         (setr,) = weight_sources(name)
         assert setr.url.startswith('https://download.openmmlab.com/mmsegmentation/v0.5/setr/')
         assert setr.format == 'mmseg-setr' and setr.filename.endswith(f'-{setr.sha256_prefix}.pth')
+    # the official OneDrive share links (README of svip-lab/AS-MLP and of svip-lab/AS-MLP-Semantic-Segmentation)
+    share = 'https://shanghaitecheducn-my.sharepoint.com/:u:/g/personal/liandz_shanghaitech_edu_cn/'
+    tokens = {'tiny': 'Eb2lPJI2BshEjJxf9CmRkCUBnB63Wj25-FVVc6zJvgRg6w?e=dEQd5q',
+              'small': 'EVIbw8xHKk1Aq9MBQL-cRbIBVJA_hJE-HEVNf_GVgkw2iQ?e=QIIp2e',
+              'base': 'EZVBFW_LKctLqgrnnINy88wBRtGFava9wp_65emsvVW2KQ?e=clNjuw'}
     for size in ('tiny', 'small', 'base'):
         backbone = [s for s in weight_sources(f'upernet_asmlp_{size}') if s.kind == 'imagenet-backbone']
-        assert [(s.type, s.filename, s.page) for s in backbone] == [
-            ('manual', f'asmlp_{size}_patch4_shift5_224.pth', 'https://github.com/svip-lab/AS-MLP')]
-    assert first('upernet_asmlp_base').format == 'asmlp-mmseg-upernet' and first('upernet_asmlp_base').kind == 'ade20k'
+        assert [(s.type, s.filename, s.page, s.url) for s in backbone] == [
+            ('sharepoint', f'asmlp_{size}_patch4_shift5_224.pth', 'https://github.com/svip-lab/AS-MLP',
+             share + tokens[size])]
+    seg = first('upernet_asmlp_base')
+    assert (seg.type, seg.format, seg.kind, seg.filename, seg.url) == (
+        'sharepoint', 'asmlp-mmseg-upernet', 'ade20k', 'upernet_asmlp_base_patch4_shift5_512x512_160k_ade20k.pth',
+        share + 'Eee6yxLZ27hAkk3yVAD6UtsB189avw7EFHN0cy59L9LOeA?e=Zc1ro0')
+    assert seg.page == 'https://github.com/svip-lab/AS-MLP-Semantic-Segmentation'
     assert weight_sources('setr_pup_vit_small') == []
 
 
@@ -386,11 +396,11 @@ def hub_source(repo: str, commit: str = None, revision: str = 'main', filename='
 def test_namespace_is_tried_before_the_zoo_repos(env, monkeypatch):
     calls = []
 
-    def no_hub(repo, filename, revision='main', *, commit=None):
+    def no_hub(repo, filename, revision='main', *, commit=None, progress=None):
         calls.append((repo, revision, filename))
         raise fetch.Unavailable('intercepted')
 
-    def no_url(url, filename, *, sha256_prefix=None):
+    def no_url(url, filename, *, sha256=None, sha256_prefix=None, progress=None):
         calls.append((url, None, filename))
         raise fetch.Unavailable('intercepted')
 
@@ -503,7 +513,7 @@ def test_url_download_is_checked_cached_and_converted(env, online, fake_hub):
 
 
 def test_url_download_with_the_wrong_sha256_is_refused(env, online, fake_hub):
-    fake_hub.plain['x-00000000.pth'] = b'not the file'
+    fake_hub.plain['x-00000000.pth'] = b'PK\x03\x04 starts like a checkpoint, but is not the file'
     source = WeightSource(type='url', format='mmseg-setr', kind='ade20k', url=f'{fake_hub.url}/files/x-00000000.pth',
                           filename='x-00000000.pth', sha256_prefix='00000000')
     _, status = asmlp.hub.load_pretrained(TINY, sources=[source])
@@ -570,7 +580,7 @@ NETWORK_MODELS = ['upernet_swin_tiny', 'upernet_swin_small', 'upernet_swin_base'
 
 
 def _moved(source: WeightSource, origin: str) -> WeightSource:
-    if source.type != 'url':
+    if source.type not in ('url', 'sharepoint'):
         return source
     path = urlsplit(source.url).path
     return dataclasses.replace(source, url=origin + path)
@@ -640,7 +650,8 @@ def test_unreachable_hub_and_urls_fail_fast_without_hf_hub_offline(env, online, 
         print(f'  {name:<30} {first}{"*" if name in cold else " "} {second}')
     if fault == 'silent':  # both origins probed in parallel: one probe timeout, then nothing
         for name in ('upernet_swin_tiny', 'setr_pup_vit_large'):
-            assert 1.5 < timings[name, 1] < 4 and timings[name, 2] < timings[name, 1] / 4
+            # (the second call's network part: the meta-device build alone takes 0.2-0.6 s on a loaded machine)
+            assert 1.5 < timings[name, 1] < 4 and timings[name, 2, 'net'] < timings[name, 1, 'net'] / 4
 
 
 def test_silent_hub_end_to_end_with_the_real_model_build(env, online, monkeypatch):

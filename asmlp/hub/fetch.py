@@ -1,5 +1,6 @@
-"""Getting one file: from the Hugging Face Hub (huggingface_hub and its cache) or from a plain URL (into asmlp's
-download cache), fast when the network is not there.
+"""Getting one file: from the Hugging Face Hub (huggingface_hub and its cache) or from a URL or share link (into
+asmlp's download cache: one urllib path with a cookie jar, checked before it is kept, resumed with Range), fast
+when the network is not there.
 
 Both ask :mod:`asmlp.hub.net` first; when the endpoint does not answer, the Hub path falls back to the Hugging Face
 cache (``local_files_only=True``) and the URL path to the download cache. ``HF_HUB_OFFLINE=1`` (or
@@ -9,18 +10,31 @@ offline switch are read from the environment at call time (huggingface_hub reads
 from __future__ import annotations
 
 import hashlib
+import http.client
+import http.cookiejar
+import logging
 import os
 import re
-import tempfile
+import socket
+import threading
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from . import net
+from .progress import ProgressCallback, Throttle, tqdm_class_for
 
-__all__ = ['Unavailable', 'CorruptDownload', 'Fetched', 'offline', 'hub_endpoint', 'hub_cache_dir', 'downloads_dir',
-           'fetch_hub_file', 'from_hf_cache', 'fetch_url']
+__all__ = ['Unavailable', 'NotTheFile', 'Stalled', 'CorruptDownload', 'Fetched', 'offline', 'hub_endpoint',
+           'hub_cache_dir', 'downloads_dir', 'fetch_hub_file', 'from_hf_cache', 'fetch_url', 'fetch_first', 'download',
+           'CHECKPOINT_MAGIC', 'RESUMES']
+
+log = logging.getLogger('asmlp.hub')
+CHECKPOINT_MAGIC = b'PK\x03\x04'  # torch.save's zip format
+RESUMES = 3  # Range requests after a cut transfer
+_locks_lock = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
 
 _SNAPSHOT_RE = re.compile(r'[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]')
 
@@ -114,7 +128,8 @@ def _is_connection_error(error: BaseException) -> bool:
     return False
 
 
-def fetch_hub_file(repo: str, filename: str, revision: str = 'main', *, commit: Optional[str] = None) -> Fetched:
+def fetch_hub_file(repo: str, filename: str, revision: str = 'main', *, commit: Optional[str] = None,
+                   progress: Optional[ProgressCallback] = None) -> Fetched:
     """A Hub file's local path, from huggingface_hub's cache or downloaded into it; :class:`Unavailable` if not.
 
     ``commit`` (a pinned 40-hex SHA) is used instead of ``revision`` and served from the cache without any request
@@ -153,8 +168,9 @@ def fetch_hub_file(repo: str, filename: str, revision: str = 'main', *, commit: 
             net.mark_unreachable(endpoint, why)
         return from_hf_cache(repo, filename, wanted, cache_dir, why)
     try:
+        extra = {'tqdm_class': tqdm_class_for(progress, filename)} if progress is not None else {}
         path = hf_hub_download(repo, filename, revision=wanted, cache_dir=cache_dir, endpoint=endpoint,
-                               etag_timeout=timeout)
+                               etag_timeout=timeout, **extra)
     except Exception as error:  # noqa: BLE001
         why = f'{label}: download failed: {type(error).__name__}: {error}'.split('\n')[0][:300]
         if _is_connection_error(error):
@@ -163,51 +179,183 @@ def fetch_hub_file(repo: str, filename: str, revision: str = 'main', *, commit: 
     return Fetched(Path(path), _commit_of(path))
 
 
-def fetch_url(url: str, filename: str, *, sha256_prefix: Optional[str] = None) -> Fetched:
-    """``url`` downloaded once into :func:`downloads_dir` (``filename``), checked against ``sha256_prefix``.
+def _lock_for(dest: Path) -> threading.Lock:
+    with _locks_lock:
+        return _locks.setdefault(str(dest), threading.Lock())
 
-    A cached file is returned without any request. Socket operations time out after ``ASMLP_DOWNLOAD_TIMEOUT``
-    seconds (30). A sha256 mismatch deletes the download and raises :class:`CorruptDownload`.
+
+def fetch_url(url: str, filename: str, *, sha256: Optional[str] = None, sha256_prefix: Optional[str] = None,
+              progress: Optional[ProgressCallback] = None, dest_dir: Optional[Path] = None) -> Fetched:
+    """``url`` (a plain URL or a share link) downloaded once into ``dest_dir`` (default :func:`downloads_dir`) as
+    ``filename``; see :func:`fetch_first`."""
+    from .sharepoint import download_urls
+    return fetch_first(download_urls(url), filename, sha256=sha256, sha256_prefix=sha256_prefix, progress=progress,
+                       dest_dir=dest_dir)
+
+
+def fetch_first(urls: list[str], filename: str, *, sha256: Optional[str] = None, sha256_prefix: Optional[str] = None,
+                progress: Optional[ProgressCallback] = None, dest_dir: Optional[Path] = None) -> Fetched:
+    """The file from the first of ``urls`` that gives it (the forms of one link), downloaded once.
+
+    A file already in ``dest_dir`` is returned without any request. Each URL goes through :func:`download`;
+    what it refuses (an HTML page, a 403, not a checkpoint) makes the next URL be tried, and when none gives the
+    file :class:`Unavailable` says why for each. A sha256 mismatch raises :class:`CorruptDownload` at once.
+    Concurrent calls for the same file wait for one download.
     """
-    dest = downloads_dir() / filename
+    dest = Path(dest_dir or downloads_dir()) / filename
     if dest.is_file():
         return Fetched(dest, from_cache=True)
     if offline():
         raise Unavailable(f'offline (HF_HUB_OFFLINE/ASMLP_OFFLINE); {filename} not in {dest.parent}')
-    reach = net.check(url)
+    reach = net.check(urls[0])
     if not reach.ok:
-        raise Unavailable(f'{url}: unreachable ({reach.reason})')
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f'.{filename}.', suffix='.part', dir=dest.parent)
+        raise Unavailable(f'{urls[0]}: unreachable ({reach.reason})')
+    with _lock_for(dest):
+        if dest.is_file():  # another request downloaded it meanwhile
+            return Fetched(dest, from_cache=True)
+        reasons = []
+        for url in urls:
+            try:
+                return download(url, dest, sha256=sha256, sha256_prefix=sha256_prefix, progress=progress)
+            except Unavailable as why:
+                reasons.append(str(why))
+                if isinstance(why, Stalled):
+                    break  # the host stopped answering: the other forms are on the same host
+        raise Unavailable('; '.join(reasons) if len(reasons) > 1 else reasons[0])
+
+
+class NotTheFile(Unavailable):
+    """The server answered, but not with a checkpoint (an HTML page such as a sign-in page, an HTTP error)."""
+
+
+class Stalled(Unavailable):
+    """No byte arrived for ``ASMLP_DOWNLOAD_TIMEOUT`` seconds."""
+
+
+def _head_problem(content_type: str, head: bytes) -> Optional[str]:
+    """Why the first bytes (and the Content-Type) are not a checkpoint, or None."""
+    if 'html' in content_type.lower() or head.lstrip()[:1] == b'<':
+        return (f'answered with an HTML page ({content_type or "no Content-Type"}), not the file: the link may now '
+                f'ask for a login, or no longer exist')
+    if head.startswith(CHECKPOINT_MAGIC) or head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05':
+        return None  # torch.save zip, or a legacy torch.save pickle (protocol 2-5)
+    if len(head) >= 9 and head[8:9] == b'{':
+        return None  # safetensors: 8-byte header length, then JSON
+    return f'answered with something that is not a checkpoint (first bytes {head[:8]!r})'
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """urllib with a cookie jar: the ``FedAuth`` cookie of a SharePoint redirect reaches the file's URL."""
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+
+def download(url: str, dest: Path, *, sha256: Optional[str] = None, sha256_prefix: Optional[str] = None,
+             progress: Optional[ProgressCallback] = None) -> Fetched:
+    """GET ``url`` into ``dest`` (through ``dest``'s folder's ``.<name>.part``), with every check before keeping it.
+
+    Redirects are followed with cookies kept. The answer must not be HTML (Content-Type and first bytes) and must
+    start like a checkpoint (zip, legacy torch pickle or safetensors): otherwise :class:`NotTheFile`, after the
+    first chunk. A transfer cut short is resumed with ``Range: bytes=N-`` on the URL the redirects ended at (up to
+    ``RESUMES`` times; a server that ignores Range sends the whole file again); no byte for
+    ``ASMLP_DOWNLOAD_TIMEOUT`` seconds (30) is :class:`Stalled`. A sha256 that is not ``sha256`` (or does not start
+    with ``sha256_prefix``) raises :class:`CorruptDownload`. On any failure the partial file is deleted.
+    ``progress`` hears :class:`~asmlp.hub.progress.DownloadProgress` reports.
+    """
+    dest = Path(dest)
+    part = dest.with_name(f'.{dest.name}.part')
+    timeout = net.float_env('ASMLP_DOWNLOAD_TIMEOUT', 30.0)
+    report = Throttle(progress, dest.name)
+    opener, current = _opener(), url
+    digest, received, total, resumes = hashlib.sha256(), 0, None, 0
     try:
-        request = urllib.request.Request(url, headers={'User-Agent': 'asmlp'})
-        with os.fdopen(fd, 'wb') as out, \
-                urllib.request.urlopen(request, timeout=net.float_env('ASMLP_DOWNLOAD_TIMEOUT', 30.0)) as response:
-            expected, received = response.headers.get('Content-Length'), 0
-            while chunk := response.read(1 << 20):
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _LocalFault(f'cannot write to {dest.parent}: {error.strerror or error}') from None
+        with open(part, 'wb') as out:
+            while True:
+                headers = {'User-Agent': 'asmlp'}
+                if received:
+                    headers['Range'] = f'bytes={received}-'
                 try:
-                    out.write(chunk)
-                except OSError as error:  # the local disk, not the network
-                    raise _LocalFault(f'cannot write to {dest.parent}: {error.strerror or error}') from None
-                received += len(chunk)
-                digest.update(chunk)
-        if expected is not None and received != int(expected):
-            raise _LocalFault(f'the connection was cut after {received} of {expected} bytes')
-        sha256 = digest.hexdigest()
-        if sha256_prefix and not sha256.startswith(sha256_prefix):
-            raise CorruptDownload(f'{url}: sha256 {sha256[:12]}… does not start with the expected {sha256_prefix}')
-        os.replace(tmp, dest)
-    except CorruptDownload:
+                    response = opener.open(urllib.request.Request(current, headers=headers), timeout=timeout)
+                except urllib.error.HTTPError as error:
+                    if received and error.code == 416:
+                        raise _LocalFault(f'the server refused to resume at byte {received}') from None
+                    raise NotTheFile(f'{url}: HTTP {error.code} {error.reason}') from None
+                with response:
+                    if received and response.status == 206 and _range_start(response) == received:
+                        pass  # resumed
+                    else:
+                        if received:  # Range ignored: the whole file again
+                            out.seek(0)
+                            out.truncate()
+                            digest, received = hashlib.sha256(), 0
+                        current = response.geturl()  # resume there, after the redirects, with the same cookies
+                        length = response.headers.get('Content-Length')
+                        total = int(length) if length and length.isdigit() else None
+                    first = received == 0
+                    while True:
+                        try:
+                            chunk = response.read(1 << 20)
+                        except (http.client.IncompleteRead, ConnectionError):
+                            break  # cut: resumed below
+                        except (TimeoutError, socket.timeout):
+                            raise Stalled(f'{url}: stalled: no data for {timeout:g} s (ASMLP_DOWNLOAD_TIMEOUT) '
+                                          f'after {received} of {total or "?"} bytes') from None
+                        if not chunk:
+                            break
+                        if first:
+                            problem = _head_problem(response.headers.get('Content-Type', ''), chunk[:64])
+                            if problem:
+                                raise NotTheFile(f'{url}: {problem}')
+                            first = False
+                        try:
+                            out.write(chunk)
+                        except OSError as error:  # the local disk, not the network
+                            raise _LocalFault(f'cannot write to {dest.parent}: {error.strerror or error}') from None
+                        digest.update(chunk)
+                        received += len(chunk)
+                        report(received, total)
+                if received == 0:
+                    raise NotTheFile(f'{url}: answered with an empty file')
+                if total is None or received >= total:
+                    break
+                resumes += 1
+                if resumes > RESUMES:
+                    raise _LocalFault(f'the connection was cut after {received} of {total} bytes, {RESUMES} resumes '
+                                      f'did not finish it')
+        digest_hex = digest.hexdigest()
+        if sha256 and digest_hex != sha256:
+            raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… is not the zoo\'s {sha256[:12]}… (the file '
+                                  f'behind the link changed, or the transfer was damaged)')
+        if sha256_prefix and not digest_hex.startswith(sha256_prefix):
+            raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… does not start with the expected '
+                                  f'{sha256_prefix}')
+        os.replace(part, dest)
+        report(received, total, finished=True)
+    except Stalled as error:
+        net.mark_unreachable(url, str(error))  # the next attempt fails at once instead of waiting again
+        raise
+    except (CorruptDownload, NotTheFile):
         raise
     except Exception as error:  # noqa: BLE001  (HTTP errors, timeouts, resets, a full disk, a cut transfer)
-        why = f'{url}: download failed: {error if isinstance(error, _LocalFault) else f"{type(error).__name__}: {error}"}'
+        detail = error if isinstance(error, _LocalFault) else f'{type(error).__name__}: {error}'
+        why = f'{url}: download failed: {detail}'
         why = why.split('\n')[0][:300]
         if not isinstance(error, _LocalFault) and (
                 _is_connection_error(error) or isinstance(error, OSError) and not hasattr(error, 'code')):
             net.mark_unreachable(url, why)
         raise Unavailable(why) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return Fetched(dest, sha256=sha256)
+        if part.exists():
+            try:
+                part.unlink()
+            except OSError:  # a folder that turned read-only: nothing more can be done here
+                log.warning('could not remove the partial download %s', part)
+    return Fetched(dest, sha256=digest_hex)
+
+
+def _range_start(response) -> Optional[int]:
+    match = re.match(r'bytes (\d+)-', response.headers.get('Content-Range', ''))
+    return int(match.group(1)) if match else None

@@ -1,8 +1,12 @@
-"""``python -m asmlp pin``: resolve each Hub source's named ref to its commit SHA and write it into the zoo.
+"""``python -m asmlp pin``: resolve each Hub source's named ref to its commit SHA and write it into the zoo;
+``pin --from-downloads``: write the sha256 of each verified download into its source's ``sha256`` field.
 
 Commit hashes are never typed by hand: the maintainer runs this online, reviews the diff of ``asmlp/data/zoo.json``
 and commits it. One ``HfApi.list_repo_refs`` call per repo (branches, tags and PR refs such as ``refs/pr/1``);
 a ref that is already a 40-hex SHA is kept as is. ``--list`` shows every source and its pin state offline.
+``--from-downloads`` needs no network: it reads the records :mod:`asmlp.hub.records` wrote beside the files that
+loaded strictly (the official AS-MLP files have no published digest), checks the file still has that digest, and
+never replaces a different ``sha256`` already in the zoo (that is reported).
 """
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from . import fetch, net
-from .sources import COMMIT_RE, WeightSource
+from ..checkpoint_io import sha256_file
+from . import fetch, net, records
+from .sources import COMMIT_RE, DOWNLOAD_TYPES, WeightSource
 
-__all__ = ['PinError', 'PinResult', 'default_zoo_path', 'pin_zoo', 'list_pins']
+__all__ = ['PinError', 'PinResult', 'DownloadPin', 'default_zoo_path', 'pin_zoo', 'pin_downloads', 'list_pins']
 
 
 class PinError(RuntimeError):
@@ -32,6 +37,19 @@ class PinResult:
     filename: str
     old: Optional[str]
     new: Optional[str]       # None when the ref could not be resolved
+    error: str = ''
+
+    @property
+    def changed(self) -> bool:
+        return self.new is not None and self.new != self.old
+
+
+@dataclass(frozen=True)
+class DownloadPin:
+    model: str
+    filename: str
+    old: Optional[str]
+    new: Optional[str]       # None when nothing can be pinned (not downloaded here, changed, conflicting)
     error: str = ''
 
     @property
@@ -112,10 +130,50 @@ def pin_zoo(zoo_path: Optional[Path] = None, *, models: Optional[Iterable[str]] 
                 source['commit'] = new
             results.append(PinResult(name, repo, revision, source['filename'], old, new, error))
     if not dry_run and any(r.changed for r in results):
-        _write_json(path, table)
-        if path.resolve() == default_zoo_path().resolve():
-            from ..zoo import _table
-            _table.cache_clear()
+        _save(path, table)
+    return results
+
+
+def _save(path: Path, table: dict) -> None:
+    _write_json(path, table)
+    if path.resolve() == default_zoo_path().resolve():
+        from ..zoo import reload
+        reload()
+
+
+def pin_downloads(zoo_path: Optional[Path] = None, *, models: Optional[Iterable[str]] = None,
+                  dry_run: bool = False) -> list[DownloadPin]:
+    """Write the sha256 of every verified download (URL and share-link sources of ``models``, default all) into
+    the zoo's ``sha256`` fields; one :class:`DownloadPin` per such source. No network."""
+    path = Path(zoo_path) if zoo_path else default_zoo_path()
+    table = json.loads(path.read_text())
+    names = list(models) if models else sorted(table)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise PinError(f'unknown model(s) {", ".join(unknown)}; known: {", ".join(sorted(table))}')
+    results = []
+    for name in names:
+        for data in table[name].get('weights', []):
+            if data.get('type') not in DOWNLOAD_TYPES:
+                continue
+            source = WeightSource.from_json(data)
+            file = fetch.downloads_dir() / source.filename
+            record = records.read_record(file) if file.is_file() else None
+            new, error = None, ''
+            if record is None:
+                error = f'not downloaded and verified here (python -m asmlp download {name})'
+            elif (digest := sha256_file(file)) != record['sha256']:
+                error = (f'{file} changed since it was verified (sha256 {digest[:12]}…, recorded '
+                         f'{record["sha256"][:12]}…)')
+            elif source.sha256 and source.sha256 != digest:
+                error = (f'the zoo already has sha256 {source.sha256[:12]}…, the download here is {digest[:12]}…: '
+                         f'not replaced (check which is the official file)')
+            else:
+                new = digest
+                data['sha256'] = digest
+            results.append(DownloadPin(name, source.filename, source.sha256, new, error))
+    if not dry_run and any(r.changed for r in results):
+        _save(path, table)
     return results
 
 
@@ -129,6 +187,8 @@ def list_pins(zoo_path: Optional[Path] = None, models: Optional[Iterable[str]] =
             lines.append(f'{name:<30} (no published weights)')
         for data in sources:
             source = WeightSource.from_json(data)
-            state = source.pin_text or {'url': 'download', 'manual': 'by hand'}[source.type]
+            state = source.pin_text or {'url': 'download', 'sharepoint': 'share link', 'manual': 'by hand'}[source.type]
+            if source.sha256:
+                state += f' sha256 {source.sha256[:12]}'
             lines.append(f'{name:<30} {source.kind:<17} {source.format:<22} {state:<32} {source.display}')
     return lines

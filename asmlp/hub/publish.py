@@ -156,6 +156,7 @@ def model_card(config: dict, weights_sha256: str) -> str:
     lines += [
         '', '## Source', '',
         f'- original checkpoint: {origin}',
+        *([f'- where it is published: {source.page}'] if source and source.page else []),
         f'- original format: `{config["source_format"]}`, sha256 `{config["source_sha256"]}`',
         f'- converted by `asmlp` converter version {config["converter_version"]}; `{WEIGHTS_FILE}` sha256 '
         f'`{weights_sha256}`',
@@ -193,12 +194,12 @@ def model_card(config: dict, weights_sha256: str) -> str:
 def publish_folder(folder: Path, repo: str, *, private: bool = False, dry_run: bool = False,
                    commit_message: Optional[str] = None, api: Any = None) -> Published:
     """Check ``folder``, write its model card, and (unless ``dry_run``) upload it to the Hub repo ``repo``."""
-    from .resolve import _sha256
+    from ..checkpoint_io import sha256_file
     folder = Path(folder)
     if repo.count('/') != 1 or not all(repo.split('/')):
         raise PublishError(f'--repo must be "user/name", got {repo!r}')
     config = check_folder(folder)
-    card = model_card(config, _sha256(folder / WEIGHTS_FILE))
+    card = model_card(config, sha256_file(folder / WEIGHTS_FILE))
     (folder / CARD_FILE).write_text(card)
     if dry_run:
         return Published(repo, UPLOADED, card, None)

@@ -5,11 +5,15 @@ One source per object, in the zoo's order of preference::
     {"type": "hub",    "repo": "openmmlab/upernet-swin-tiny", "revision": "main", "commit": null,
      "filename": "pytorch_model.bin", "format": "hf-upernet-swin", "kind": "ade20k", ...}
     {"type": "url",    "url": "https://...", "filename": "<basename of the url>", "sha256_prefix": "061f24f5", ...}
+    {"type": "sharepoint", "url": "https://<tenant>-my.sharepoint.com/:u:/g/personal/<user>/<token>?e=<x>",
+     "page": "https://github.com/svip-lab/AS-MLP", "filename": "asmlp_tiny_patch4_shift5_224.pth", ...}
     {"type": "manual", "page": "https://github.com/svip-lab/AS-MLP",
      "filename": "asmlp_tiny_patch4_shift5_224.pth", ...}
 
-- ``type``: ``hub`` (a Hugging Face Hub file, fetched with huggingface_hub), ``url`` (a plain download) or ``manual``
-  (a file a person must fetch by hand from ``page``, e.g. OneDrive links).
+- ``type``: ``hub`` (a Hugging Face Hub file, fetched with huggingface_hub), ``url`` (a plain download),
+  ``sharepoint`` (a OneDrive-for-Business share link, fetched by :mod:`asmlp.hub.sharepoint`'s download forms;
+  ``page`` says where a person finds the link when it stops working) or ``manual`` (a file a person must fetch by
+  hand from ``page``).
 - ``format``: what the file holds, i.e. which converter reads it (``native`` = this project's own segmenter
   state_dict, read without conversion).
 - ``kind``: ``ade20k`` (a trained segmenter) or ``imagenet-backbone`` (only the backbone is trained).
@@ -17,7 +21,9 @@ One source per object, in the zoo's order of preference::
   ``python -m asmlp pin`` (null until then: such a source is shown as "unpinned (ref main)"). Never hand-written.
 - ``filename``: the file's official name; a file of that name dropped in ``weights/`` is used before any download.
 - Optional: ``sha256_prefix`` (checked after download: OpenMMLab file names end with the first 8 hex digits of the
-  file's sha256), ``license``, ``note``, ``reported`` (the numbers published for these exact weights).
+  file's sha256), ``sha256`` (the whole digest, written by ``python -m asmlp pin --from-downloads`` from a download
+  that loaded strictly; checked on every later download), ``license``, ``note``, ``reported`` (the numbers
+  published for these exact weights).
 """
 from __future__ import annotations
 
@@ -26,12 +32,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-__all__ = ['KINDS', 'FORMATS', 'WeightSource', 'weight_sources', 'namespace_source', 'validate_source']
+__all__ = ['KINDS', 'FORMATS', 'TYPES', 'DOWNLOAD_TYPES', 'NAMESPACE_ENV', 'WeightSource', 'weight_sources',
+           'namespace_source', 'validate_source']
 
 KINDS = ('ade20k', 'imagenet-backbone')
 FORMATS = ('native', 'hf-upernet-swin', 'swin-official-upernet', 'mmseg-swin-upernet', 'mmseg-setr',
            'asmlp-imagenet', 'asmlp-mmseg-upernet')  # the formats of asmlp.convert.FORMATS
-TYPES = ('hub', 'url', 'manual')
+TYPES = ('hub', 'url', 'sharepoint', 'manual')
+DOWNLOAD_TYPES = ('url', 'sharepoint')  # fetched by asmlp.hub.fetch.download
+SHA256_RE = re.compile(r'[0-9a-f]{64}')
 COMMIT_RE = re.compile(r'[0-9a-f]{40}')
 NAMESPACE_ENV = 'ASMLP_HUB_NAMESPACE'
 
@@ -49,6 +58,7 @@ class WeightSource:
     url: Optional[str] = None
     page: Optional[str] = None
     sha256_prefix: Optional[str] = None
+    sha256: Optional[str] = None
     license: Optional[str] = None
     note: Optional[str] = None
     reported: Optional[dict] = None
@@ -75,7 +85,7 @@ class WeightSource:
         """Short human name: ``repo@revision`` (commit when pinned), the URL, or the page to fetch by hand."""
         if self.type == 'hub':
             return f'{self.repo}@{self.commit[:12] if self.commit else self.revision}'
-        if self.type == 'url':
+        if self.type in DOWNLOAD_TYPES:
             return self.url
         return f'{self.filename} (by hand from {self.page})'
 
@@ -120,8 +130,17 @@ def validate_source(data: dict[str, Any]) -> None:
             raise ValueError(f'url must be http(s), got {data["url"]!r}')
         if data['url'].rsplit('/', 1)[-1] != data['filename']:
             raise ValueError(f'url source filename must be the URL\'s file name, got {data["filename"]!r}')
+    elif data['type'] == 'sharepoint':
+        need('url')
+        need('page')
+        if not data['url'].startswith(('https://', 'http://')):
+            raise ValueError(f'sharepoint url must be http(s), got {data["url"]!r}')
     else:
         need('page')
+    digest = data.get('sha256')
+    if digest is not None and not (isinstance(digest, str) and SHA256_RE.fullmatch(digest)):
+        raise ValueError(f'sha256 must be null or 64 lowercase hex digits (written by `python -m asmlp pin '
+                         f'--from-downloads`), got {digest!r}')
     prefix = data.get('sha256_prefix')
     if prefix is not None and not (isinstance(prefix, str) and re.fullmatch(r'[0-9a-f]{8,64}', prefix)):
         raise ValueError(f'sha256_prefix must be 8-64 lowercase hex digits, got {prefix!r}')
