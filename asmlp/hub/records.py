@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoint_io import atomic_write
+from ..paths import atomic_write
 
 __all__ = ['SUFFIX', 'record_path', 'write_record', 'read_record', 'forget']
 
