@@ -8,7 +8,8 @@ code path of ``evaluate``, ``predict`` and the app.
   :data:`MS_RATIOS` (``pipelines/test_time_aug.py``), each unflipped and horizontally flipped: 12 views. Each view
   runs by the model's inference mode (slide crops keep their size in pixels), its logits are resized to the
   image, softmaxed and un-flipped (``EncoderDecoder.inference``); the probabilities are averaged and the argmax
-  taken (``EncoderDecoder.aug_test``). The cost is :func:`cost_factor` (about 17.4x) a single-scale pass.
+  taken (``EncoderDecoder.aug_test``). The network sees :func:`cost_factor` (about 17.4x) the pixels of a
+  single-scale pass; each view also resizes and softmaxes all classes at the image's size.
 """
 from __future__ import annotations
 
