@@ -188,7 +188,7 @@ class Engine:
         self._cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
         self._lock = threading.RLock()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix='asmlp-inference')
-        self._ss_seconds: dict[tuple, float] = {}  # (name, device type, precision, input size) -> last SS time
+        self._seconds: dict[tuple, float] = {}  # (name, device type, precision, input size, aug) -> last time
 
     # ------------------------------------------------------------------------------------------ the model cache
 
@@ -380,16 +380,22 @@ class Engine:
 
     def estimate_seconds(self, image_shape, names, device: str = 'auto', precision: str = 'auto',
                          short_side: int = 512, aug: str = 'none') -> Optional[float]:
-        """The expected model time of a request from this engine's single-scale timings of the same models,
-        device, precision and inference size (x :func:`asmlp.models.tta.cost_factor` for MS+flip); None while a
-        model has no timing yet."""
+        """The expected model time of a request from this engine's timings of the same models, device, precision,
+        inference size and augmentation; for MS+flip never run yet, :func:`asmlp.models.tta.cost_factor` x the
+        single-scale time (a lower bound: each of the 12 views also resizes and softmaxes 150 classes at the
+        image's size). None while a model has no timing yet."""
         from .models.tta import cost_factor
         from .preprocess import rescale_size
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         size = rescale_size(*image_shape[:2], (4 * int(short_side), int(short_side)))
-        times = [self._ss_seconds.get((n, dev.type, prec, size)) for n in check_model_names(names)]
-        return None if None in times else cost_factor(aug) * sum(times)
+        times = []
+        for name in check_model_names(names):
+            seconds = self._seconds.get((name, dev.type, prec, size, aug))
+            single = self._seconds.get((name, dev.type, prec, size, 'none'))
+            times.append(seconds if seconds is not None else
+                         None if single is None else cost_factor(aug) * single)
+        return None if None in times else sum(times)
 
     def _check_tta_budget(self, image, names, dev, prec, short, progress) -> None:
         """Time a single-scale pass of the models without a timing, then refuse MS+flip beyond the budget."""
@@ -402,8 +408,8 @@ class Engine:
                                          short, 'ms-flip')
         remaining = _local.deadline - time.monotonic() if getattr(_local, 'deadline', None) else self.timeout
         if estimate is not None and estimate > remaining:
-            raise ValueError(f'MS+flip would take about {estimate:.0f} s here ({cost_factor("ms-flip"):.1f}x the '
-                             f'single-scale time of {", ".join(names)}), beyond the {remaining:.0f} s left of the '
+            raise ValueError(f'MS+flip would take about {estimate:.0f} s here (at least {cost_factor("ms-flip"):.1f}x '
+                             f'the single-scale time of {", ".join(names)}), beyond the {remaining:.0f} s left of the '
                              f'inference time budget (ASMLP_INFERENCE_TIMEOUT); choose fewer models, a smaller '
                              f'inference size or no test-time augmentation')
 
@@ -427,8 +433,7 @@ class Engine:
                 with torch.inference_mode(), autocast(d, p):
                     labels = tta_segment(loaded.model, image, aug, s)
                 seconds = time.perf_counter() - start
-                if aug == 'none':
-                    self._ss_seconds[(name, d.type, p, _inference_size(image, (4 * s, s)))] = seconds
+                self._seconds[(name, d.type, p, _inference_size(image, (4 * s, s)), aug)] = seconds
                 break
             except torch.cuda.OutOfMemoryError as error:
                 if d.type != 'cuda' or k == len(attempts) - 1:

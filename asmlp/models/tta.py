@@ -8,7 +8,8 @@ code path of ``evaluate``, ``predict`` and the app.
   :data:`MS_RATIOS` (``pipelines/test_time_aug.py``), each unflipped and horizontally flipped: 12 views. Each view
   runs by the model's inference mode (slide crops keep their size in pixels), its logits are resized to the
   image, softmaxed and un-flipped (``EncoderDecoder.inference``); the probabilities are averaged and the argmax
-  taken (``EncoderDecoder.aug_test``). The cost is :func:`cost_factor` (about 17.4x) a single-scale pass.
+  taken (``EncoderDecoder.aug_test``). The network sees :func:`cost_factor` (about 17.4x) the pixels of a
+  single-scale pass; each view also resizes and softmaxes all classes at the image's size.
 """
 from __future__ import annotations
 
@@ -60,12 +61,22 @@ def ms_flip_probabilities(model, image: np.ndarray, scales: Sequence[tuple[int, 
         x = preprocess(image, scale).to(device=param.device, dtype=param.dtype)
         for flipped in ((False, True) if flip else (False,)):
             view = (x.flip(-1) if flipped else x).contiguous(memory_format=torch.channels_last)
-            probs = resize_logits(model(view), (height, width)).softmax(dim=1)
+            probs = _class_softmax(resize_logits(model(view), (height, width)))
             if flipped:
                 probs = probs.flip(-1)
-            total = probs.float() if total is None else total.add_(probs)
+            probs = probs.contiguous(memory_format=torch.channels_last)  # one layout: the sum runs at copy speed
+            total = probs if total is None else total.add_(probs)
             views += 1
     return total.div_(views)
+
+
+def _class_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes (dim 1) of NCHW logits, float32 at least; channels_last logits (classes innermost)
+    are normalised along their contiguous dimension (4x faster on the CPU than softmax(dim=1) on that layout)."""
+    logits = logits.float() if logits.dtype != torch.float64 else logits
+    if logits.is_contiguous(memory_format=torch.channels_last) and not logits.is_contiguous():
+        return logits.permute(0, 2, 3, 1).softmax(-1).permute(0, 3, 1, 2)
+    return logits.softmax(dim=1)
 
 
 def segment(model, image: np.ndarray, aug: str = 'none', short_side: Optional[int] = None) -> np.ndarray:
