@@ -10,3 +10,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def weights_dir() -> Path:
     """Local checkpoints: ``$ASMLP_WEIGHTS_DIR`` or the repository's ``weights/``."""
     return Path(os.environ.get('ASMLP_WEIGHTS_DIR') or REPO_ROOT / 'weights')
+
+
+def cache_dir() -> Path:
+    """asmlp's cache root: ``$ASMLP_CACHE_DIR``, else ``$XDG_CACHE_HOME/asmlp`` or ``~/.cache/asmlp``."""
+    root = os.environ.get('ASMLP_CACHE_DIR') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache'), 'asmlp')
+    return Path(root)
+
+
+def downloads_dir() -> Path:
+    """Downloaded official files (URLs, share links), kept under their official names: ``cache_dir()/downloads``."""
+    return cache_dir() / 'downloads'
