@@ -32,3 +32,8 @@ def atomic_write(target: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def downloads_dir() -> Path:
+    """Downloaded official files (URLs, share links), kept under their official names: ``cache_dir()/downloads``."""
+    return cache_dir() / 'downloads'

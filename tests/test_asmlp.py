@@ -173,17 +173,23 @@ def test_bad_input_is_refused(bad, match):
 
 def test_pretrained_without_weights_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv('ASMLP_WEIGHTS_DIR', str(tmp_path))
-    with pytest.raises(FileNotFoundError, match='asmlp_tiny_patch4_shift5_224.pth.*OneDrive'):
+    monkeypatch.setenv('ASMLP_CACHE_DIR', str(tmp_path / 'cache'))
+    with pytest.raises(FileNotFoundError, match='asmlp_tiny_patch4_shift5_224.pth.*OneDrive.*asmlp download'):
         timm.create_model('asmlp_tiny', pretrained=True)
 
 
-@pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
+@pytest.mark.parametrize('fmt', ['pth', 'safetensors', 'downloaded'])
 def test_pretrained_loads_an_official_file_from_weights_dir(tmp_path, monkeypatch, fmt):
     monkeypatch.setenv('ASMLP_WEIGHTS_DIR', str(tmp_path))
+    monkeypatch.setenv('ASMLP_CACHE_DIR', str(tmp_path / 'cache'))
     kwargs = dict(embed_dim=8, depths=(1, 1, 1, 1))
     source = randomised(timm.create_model('asmlp_tiny', **kwargs))
     weights = {k: v.clone() for k, v in source.state_dict().items()}
     path = tmp_path / f'asmlp_tiny_patch4_shift5_224.{fmt}'
+    if fmt == 'downloaded':  # where `python -m asmlp download` keeps the official file
+        path = tmp_path / 'cache' / 'downloads' / 'asmlp_tiny_patch4_shift5_224.pth'
+        path.parent.mkdir(parents=True)
+        fmt = 'pth'
     if fmt == 'pth':  # the official training checkpoint format (utils.save_checkpoint)
         torch.save({'model': weights, 'epoch': 299, 'max_accuracy': 81.3}, path)
     else:

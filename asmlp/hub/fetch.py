@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..paths import downloads_dir
 from . import net
 from .progress import ProgressCallback, Throttle, tqdm_class_for
 
@@ -83,13 +84,6 @@ def hub_cache_dir() -> str:
     if os.environ.get('HF_HOME'):
         return os.path.join(os.path.expanduser(os.environ['HF_HOME']), 'hub')
     return constants.HF_HUB_CACHE
-
-
-def downloads_dir() -> Path:
-    """``$ASMLP_CACHE_DIR/downloads`` (default ``$XDG_CACHE_HOME/asmlp`` or ``~/.cache/asmlp``)."""
-    root = os.environ.get('ASMLP_CACHE_DIR') or os.path.join(
-        os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache'), 'asmlp')
-    return Path(root) / 'downloads'
 
 
 def _commit_of(path: str) -> Optional[str]:

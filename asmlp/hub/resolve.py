@@ -221,9 +221,12 @@ def _url(name: str, source: WeightSource, *, download: bool, problems: list[str]
     except _Failed as error:  # the bytes are not this model's checkpoint: they do not stay in the cache
         records.forget(got.path)
         raise _Failed(f'{error}; deleted {_show(got.path)}') from None
-    if not got.from_cache:
+    # the first strict load of this file (just downloaded, or downloaded by prefetch) records its sha256
+    try:
         records.write_record(got.path, sha256=status.sha256, url=source.url, model=name,
                              source_format=status.format or source.format)
+    except OSError as error:  # a read-only cache: the weights are good, only the record is missing
+        log.warning('%s: could not record the sha256 of %s: %s', name, got.path, error)
     note = _sha_note(source, got.path, status.sha256)
     return model, _status(name, status.kind, source.url, sha256=status.sha256, fmt=status.format,
                           pin_note=note, problems=problems)

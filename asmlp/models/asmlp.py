@@ -28,7 +28,7 @@ from timm.layers import ConvMlp, DropPath, GroupNorm1, register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
 from ..ops import axial_shift_mlp, axial_shift_pair, fused_token_mixing_applies
-from ..paths import weights_dir
+from ..paths import downloads_dir, weights_dir
 
 __all__ = ['ASMLP', 'ASMLPFeatures', 'checkpoint_filter_fn', 'official_checkpoint_name']
 
@@ -354,14 +354,16 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
 def _resolve_local_weights(variant: str) -> Path:
     """The official ImageNet file in ``weights/`` (``.safetensors`` preferred), or a clear, immediate error."""
     stem = Path(official_checkpoint_name(variant)).stem
-    candidates = [weights_dir() / f'{stem}.safetensors', weights_dir() / f'{stem}.pth']
+    candidates = [weights_dir() / f'{stem}.safetensors', weights_dir() / f'{stem}.pth',
+                  downloads_dir() / f'{stem}.pth']  # fetched by `python -m asmlp download` (verified there)
     for path in candidates:
         if path.is_file():
             return path
     raise FileNotFoundError(
         f'No ImageNet weights for {variant}: looked for {", ".join(str(p) for p in candidates)}. The official '
-        f'checkpoints are only on OneDrive (links in the README of https://github.com/svip-lab/AS-MLP); download '
-        f'{official_checkpoint_name(variant)} by hand into {weights_dir()} (or set ASMLP_WEIGHTS_DIR), or pass '
+        f'checkpoints are only on OneDrive (links in the README of https://github.com/svip-lab/AS-MLP): fetch '
+        f'them with `python -m asmlp download upernet_{variant}`, or download {official_checkpoint_name(variant)} '
+        f'by hand into {weights_dir()} (or set ASMLP_WEIGHTS_DIR), or pass '
         f"pretrained_cfg_overlay=dict(file='/path/to/checkpoint').")
 
 
