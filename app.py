@@ -11,7 +11,7 @@ def main() -> None:
 
     from asmlp.allocator import keep_freed_memory
     from asmlp.limits import queue_settings
-    from asmlp.ui import build_app
+    from asmlp.ui import EngineStarter, build_app
 
     # the server log: the app's warnings and faults (with their tracebacks), one line per event; expected user errors
     # are answered without a traceback (asmlp/ui_inputs.py)
@@ -22,9 +22,13 @@ def main() -> None:
     parser.add_argument('--host', default=os.environ.get('GRADIO_SERVER_NAME', '127.0.0.1'))
     parser.add_argument('--port', type=int, default=int(os.environ.get('GRADIO_SERVER_PORT', 7860)))
     args = parser.parse_args()
-    demo = build_app()
-    demo.queue(**queue_settings())  # limits and why: asmlp/limits.py, RELIABILITY.md
-    demo.launch(server_name=args.host, server_port=args.port, footer_links=['api', 'settings'], max_file_size='20mb')
+    starter = EngineStarter()  # the page needs only the zoo data: torch, timm and the models load once it is served
+    demo = build_app(starter)
+    demo.queue(**queue_settings(starter.limits))  # limits and why: asmlp/limits.py, RELIABILITY.md
+    demo.launch(server_name=args.host, server_port=args.port, footer_links=['api', 'settings'], max_file_size='20mb',
+                prevent_thread_lock=True)
+    starter.start()
+    demo.block_thread()
 
 
 if __name__ == '__main__':

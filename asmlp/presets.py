@@ -12,7 +12,8 @@ import json
 from importlib import resources
 from typing import Any, Optional
 
-from .hub import available_kind, weight_sources
+from .hub.availability import available_kind
+from .hub.sources import weight_sources
 from .zoo import list_models, model_entry
 
 __all__ = ['presets', 'preset', 'default_preset', 'weight_state', 'grouped_choices', 'FALLBACK', 'SIZES']

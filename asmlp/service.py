@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import viz
+from .app_options import DEVICES, PRECISIONS, default_short_side  # noqa: F401  (public here too)
 from .limits import Gate, InferenceTimeout, Limits
 from .precision import autocast, cpu_bf16_supported
 from .zoo import list_models, model_entry
@@ -30,8 +31,6 @@ _NAME_RE = re.compile(r'[a-z0-9][a-z0-9_]{0,99}')  # every zoo name; nothing tha
 
 DEFAULT_MODELS = ('upernet_asmlp_tiny', 'upernet_swin_tiny', 'setr_pup_vit_small')  # light T/S ones for a CPU
 _KIND_RANK = {'ade20k': 0, 'demo': 1, 'imagenet-backbone': 2}
-DEVICES = ('auto', 'cpu', 'gpu')
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -78,7 +77,7 @@ def weights_on_disk(name: str) -> Optional[str]:
     ``weights/<name>/`` or an official file in ``weights/`` (what its source says), ``weights/demo/<name>/``."""
     import json
 
-    from .hub.resolve import local_candidates
+    from .hub.availability import local_candidates
     from .hub.sources import weight_sources
     from .paths import weights_dir
 
@@ -106,12 +105,6 @@ def default_models() -> list[str]:
                   if model_entry(name)['family'] == family and (kind := weights_on_disk(name))]
         chosen.append(min(ranked)[1] if ranked else default)
     return chosen
-
-
-def default_short_side(names) -> int:
-    """The inference size to propose for ``names``: the largest of their test resizes' short sides (zoo
-    ``inference.short_side``; 512 for the ADE20K models, 128 for the demo models trained at that size)."""
-    return max((model_entry(n)['inference'].get('short_side', 512) for n in names), default=512)
 
 
 @dataclass
@@ -350,9 +343,10 @@ class Engine:
 
     def segment(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
                 short_side: int = 512, progress: Optional[Callable[[float, str], None]] = None,
-                aug: str = 'none') -> list[Segmentation]:
+                aug: str = 'none', on_result: Optional[Callable[['Segmentation'], None]] = None) -> list[Segmentation]:
         """Label maps (uint8) at the image's size, one per model; inference size: short side ``short_side``
-        (long side capped at 4x, mmseg's 2048:512). ``progress(fraction, text)`` hears what happens.
+        (long side capped at 4x, mmseg's 2048:512). ``progress(fraction, text)`` hears what happens;
+        ``on_result(segmentation)`` gets each model's result as soon as it is done (on the inference thread).
         Images above ``Limits.max_work_pixels`` are refused (:func:`asmlp.image_io.load_image` downsizes uploads):
         the logits are upsampled to the image's size, 600 bytes per pixel. ``aug`` 'ms-flip': the papers' MS
         protocol (:mod:`asmlp.models.tta`, the code of ``evaluate``); refused, with the estimate, when about
@@ -374,8 +368,13 @@ class Engine:
         def work():
             if aug == 'ms-flip':
                 self._check_tta_budget(image, names, dev, prec, int(short_side), progress)
-            return [self._segment_one(image, name, i, len(names), dev, prec, int(short_side), progress, aug)
-                    for i, name in enumerate(names)]
+            results = []
+            for i, name in enumerate(names):
+                results.append(self._segment_one(image, name, i, len(names), dev, prec, int(short_side), progress,
+                                                 aug))
+                if on_result is not None:
+                    on_result(results[-1])
+            return results
         return self.run(work, progress, prepare=lambda: self.prefetch(names, dev, progress))
 
     def estimate_seconds(self, image_shape, names, device: str = 'auto', precision: str = 'auto',

@@ -7,24 +7,30 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import html
 import logging
+import queue
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Union
 
 import gradio as gr
 import numpy as np
 import plotly
-import torch
 
 from . import viz
+from .app_options import DEVICES, PRECISIONS, default_short_side
 from .report import metrics_figure, metrics_table, paper_table
 from .image_io import ImageInputError, load_image
-from .limits import Busy, InferenceTimeout
+from .limits import Busy, InferenceTimeout, Limits
 from .paths import REPO_ROOT
 from .presets import default_preset, grouped_choices, preset, presets
-from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_short_side
 from .ui_inputs import CheckboxGroup, Dropdown, ImageUpload, Radio, Slider, refusal
 from .zoo import list_models, model_entry
+
+if TYPE_CHECKING:  # the page is built without torch; the engine (torch, timm, the models) comes later
+    from .service import Engine
 
 EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / 'package_data'
@@ -160,35 +166,123 @@ def answering(what: str):
                        print_exception=False) from None
 
 
-def build_app(engine: Engine | None = None) -> gr.Blocks:
-    engine = engine or Engine()
+class EngineStarter:
+    """The app's :class:`asmlp.service.Engine`, created on a background thread, so that the page is served before
+    torch, timm and the models' code are imported (``app.py`` calls :meth:`start` once the server is up; otherwise
+    the first request does). A request that arrives first waits, its progress bar saying so."""
+
+    STARTING = 'Starting: loading torch, timm and the models\' code (first request after start-up)…'
+
+    def __init__(self, engine: Optional['Engine'] = None, limits: Optional[Limits] = None):
+        self.limits = engine.limits if engine is not None else (limits or Limits.from_env())
+        self._engine, self._error = engine, None
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._started = engine is not None
+        if engine is not None:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._create, name='asmlp-engine-start', daemon=True).start()
+
+    def _create(self) -> None:
+        try:
+            from . import models  # noqa: F401  (torch, timm and the model code, imported once here)
+            from .service import Engine
+            self._engine = Engine(limits=self.limits)
+        except BaseException as error:  # noqa: BLE001  (raised again to every request: a fault, logged there)
+            self._error = error
+        finally:
+            self._ready.set()
+
+    def get(self, progress=None) -> 'Engine':
+        """The engine, once started; ``progress(fraction, desc=...)`` hears that it is starting."""
+        if not self._ready.is_set():
+            self.start()
+            if progress is not None:
+                progress(0.0, desc=self.STARTING)
+            self._ready.wait()
+        if self._error is not None:
+            raise RuntimeError(f'the app could not start its engine: {self._error}') from self._error
+        return self._engine
+
+
+def _compare_outputs(image, info, results, opacity, aug, expected: int):
+    """The compare panels for ``results`` (all ``expected`` models done, or the first ones while the rest run)."""
+    done = len(results) == expected
+    masks = [(viz.colorize(r.labels), r.title) for r in results]
+    if done and len(results) > 1:
+        view, share = viz.disagreement([r.labels for r in results])
+        disagreement_text = (f'**{100 * share:.1f}%** of the pixels get different labels from the '
+                             f'{len(results)} models (amber: two labels meet, red: three or more).')
+    elif done:
+        view, disagreement_text = None, 'Choose two or more models to see where they disagree.'
+    else:
+        view, disagreement_text = None, f'{len(results)} of {expected} models done; the disagreement view follows.'
+    status = f'Image: {info.describe()}.\n\n' + _status_markdown(results)
+    if not done:
+        status += f'\n\nRunning the other {expected - len(results)} model{"s" if expected - len(results) > 1 else ""}…'
+    if aug == 'ms-flip':
+        status += '\n\nTest-time augmentation: **MS+flip** (6 scales x flip, softmax averaged).'
+    notes = [f'- **{r.title}**: {html.escape(note)}' for r in results for note in r.notes]
+    if notes:
+        status += '\n\n' + '\n'.join(notes)
+    state = dict(image=image, results=results, models=[r.name for r in results]) if done else gr.skip()
+    return (status, masks, _overlays(image, results, opacity), _legend_markdown(results), view, disagreement_text,
+            state)
+
+
+def build_app(engine: Union['Engine', EngineStarter, None] = None) -> gr.Blocks:
+    """The app over ``engine`` (an :class:`asmlp.service.Engine`, or an :class:`EngineStarter` that creates one in
+    the background; default: a starter that creates it on the first request)."""
+    starter = engine if isinstance(engine, EngineStarter) else EngineStarter(engine)
     gr.set_static_paths(paths=[str(PLOTLY_JS_DIR)])
 
     def compare(image_path, models, device, precision, short_side, opacity, aug='none', progress=gr.Progress()):
+        """Each model's panel as soon as that model is done (a generator), the disagreement view when all are; the
+        last answer (the API's) holds every model."""
         if not image_path:
             raise refusal('Upload an image or pick an example first.')
         with answering('Segmentation'):
-            with engine.admit():  # a full app says so at once, before the upload is decoded
-                image, info = load_image(image_path)
-                results = engine.segment(image, models, device, precision, int(short_side),
-                                         progress=lambda fraction, text: progress(fraction, desc=text),
-                                         aug=aug or 'none')
-            masks = [(viz.colorize(r.labels), r.title) for r in results]
-            if len(results) > 1:
-                view, share = viz.disagreement([r.labels for r in results])
-                disagreement_text = (f'**{100 * share:.1f}%** of the pixels get different labels from the '
-                                     f'{len(results)} models (amber: two labels meet, red: three or more).')
-            else:
-                view, disagreement_text = None, 'Choose two or more models to see where they disagree.'
-            status = f'Image: {info.describe()}.\n\n' + _status_markdown(results)
-            if aug == 'ms-flip':
-                status += '\n\nTest-time augmentation: **MS+flip** (6 scales x flip, softmax averaged).'
-            notes = [f'- **{r.title}**: {html.escape(note)}' for r in results for note in r.notes]
-            if notes:
-                status += '\n\n' + '\n'.join(notes)
-            state = dict(image=image, results=results, models=[r.name for r in results])
-            return (status, masks, _overlays(image, results, opacity), _legend_markdown(results), view,
-                    disagreement_text, state)
+            engine = starter.get(progress)
+            events: queue.Queue = queue.Queue()
+
+            def segment():
+                try:
+                    with engine.admit():  # a full app says so at once, before the upload is decoded
+                        image, info = load_image(image_path)
+                        events.put(('image', (image, info)))
+                        events.put(('done', engine.segment(
+                            image, models, device, precision, int(short_side),
+                            progress=lambda fraction, text: progress(fraction, desc=text), aug=aug or 'none',
+                            on_result=lambda result: events.put(('result', result)))))
+                except BaseException as error:  # noqa: BLE001  (answered by the handler, below)
+                    events.put(('error', error))
+
+            threading.Thread(target=contextvars.copy_context().run, args=(segment,), daemon=True,
+                             name='asmlp-compare').start()
+            done, expected = [], len(dict.fromkeys(models if isinstance(models, list) else [models]))
+            while True:
+                kind, value = events.get()
+                if kind == 'image':
+                    image, info = value
+                elif kind == 'result':
+                    done.append(value)
+                    if len(done) < expected:
+                        yield _compare_outputs(image, info, done, opacity, aug, expected)
+                elif kind == 'error':
+                    raise value
+                else:
+                    yield _compare_outputs(image, info, value, opacity, aug, len(value))
+                    return
 
     def tta_estimate(aug, models, device, precision, short_side, state):
         """What MS+flip costs for the chosen models: the factor, and seconds from this engine's timings."""
@@ -196,7 +290,10 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
             return ''
         from .models.tta import cost_factor
         text = (f'MS+flip: 12 views (scales 0.5-1.75 x flip), about **{cost_factor("ms-flip"):.1f}x** the '
-                f'single-scale work; requests beyond the {engine.timeout:g} s budget are refused.')
+                f'single-scale work; requests beyond the {starter.limits.inference_timeout:g} s budget are refused.')
+        if not starter.ready:
+            return text
+        engine = starter.get()
         try:
             seconds = engine.estimate_seconds(state['image'].shape, models, device, precision, int(short_side),
                                               'ms-flip') if state else None
@@ -211,19 +308,24 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
             return gr.skip()
         return _overlays(state['image'], state['results'], opacity)
 
-    def measure(state, device, precision, short_side, runs):
+    def measure(state, device, precision, short_side, runs, progress=gr.Progress()):
         if not state:
             raise refusal('Segment an image first; the measurements use the same image and models.')
         with answering('Measuring'):
+            engine = starter.get(progress)
             rows = engine.measure(state['image'], state['models'], device, precision, int(short_side), int(runs))
             return metrics_table(rows), metrics_figure(rows)
 
-    def erf(image_path, models, short_side):
+    def erf(image_path, models, short_side, progress=gr.Progress()):
         from .explain import effective_rf, erf_figure
         from .preprocess import preprocess
         if not image_path:
             raise refusal('Upload an image (Compare tab) first.')
         with answering('The receptive-field computation'):
+            import torch
+
+            from .service import check_model_names
+            engine = starter.get(progress)
             with engine.admit():
                 image, _ = load_image(image_path)
                 names = check_model_names(models)
@@ -321,7 +423,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         draw_rf.click(explain_rf, [rf_size], [rf_anim], api_name='explain_rf')
         # model events: enough Gradio workers that a request reaches engine.admit() at once, which runs one,
         # queues Limits.max_waiting and turns the rest away with BUSY_MESSAGE (RELIABILITY.md)
-        model_workers = engine.limits.model_event_concurrency
+        model_workers = starter.limits.model_event_concurrency
         erf_btn.click(erf, [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
                       concurrency_id='models')
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')

@@ -41,7 +41,8 @@ def test_bench_app_small_run():
               '--repeat', '1')
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert any(line.startswith('start-up, `python app.py` to HTTP 200') for line in lines)
+    startup = next(line for line in lines if line.startswith('start-up, `python app.py` to HTTP 200'))
+    assert re.search(r'a bare gr\.Blocks page, alternating with it: [0-9.]+ s; ratio [0-9.]+$', startup), startup
     assert any(line.startswith('warm compare through the API, upernet_asmlp_nano + setr_pup_vit_nano, 128x171 image')
                for line in lines)
     engine = next(line for line in lines if line.startswith('the same in-process'))

@@ -33,9 +33,19 @@ DEFAULT_SIZE = (512, 683)  # issue 6: an ADE20K-like 512x683 image
 EXAMPLE = REPO / 'assets' / 'examples' / 'rocket_launch.jpg'
 
 
-def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90) -> tuple[subprocess.Popen, str]:
-    """Start ``python app.py`` on a free loopback port, offline; return the process and its URL once it answers
-    HTTP. Its output goes to ``log_path``."""
+BARE_PAGE = '''
+import sys
+import gradio as gr
+with gr.Blocks() as demo:
+    gr.Markdown('# a bare page')
+demo.launch(server_name='127.0.0.1', server_port=int(sys.argv[sys.argv.index('--port') + 1]))
+'''  # the floor of any Gradio app's start-up on this machine: importing gradio and serving one Markdown
+
+
+def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90,
+              script: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``python app.py`` (or the Python source ``script``) on a free loopback port, offline; return the
+    process and its URL once it answers HTTP. Its output goes to ``log_path``."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
@@ -43,7 +53,8 @@ def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90
                **(extra_env or {}))
     env.pop('TRITON_INTERPRET', None)
     with open(log_path, 'w') as log:
-        proc = subprocess.Popen([sys.executable, 'app.py', '--port', str(port)], cwd=REPO, env=env, stdout=log,
+        command = ['app.py'] if script is None else ['-c', script]
+        proc = subprocess.Popen([sys.executable, *command, '--port', str(port)], cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}/'
     deadline = time.monotonic() + timeout
@@ -83,14 +94,16 @@ def example_image(height: int, width: int, path: Path) -> np.ndarray:
     return image
 
 
-def bench_startup(repeat: int, log_dir: Path) -> list[float]:
-    seconds = []
+def bench_startup(repeat: int, log_dir: Path) -> tuple[list[float], list[float]]:
+    """Seconds to HTTP 200 of ``python app.py`` and of :data:`BARE_PAGE`, alternating, fresh processes."""
+    app, bare = [], []
     for i in range(repeat):
-        start = time.perf_counter()
-        proc, _ = start_app(log_dir / f'startup_{i}.log')
-        seconds.append(time.perf_counter() - start)
-        stop_app(proc)
-    return seconds
+        for script, seconds in ((None, app), (BARE_PAGE, bare)):
+            start = time.perf_counter()
+            proc, _ = start_app(log_dir / f'startup_{i}_{len(seconds)}.log', script=script)
+            seconds.append(time.perf_counter() - start)
+            stop_app(proc)
+    return app, bare
 
 
 def bench_compare_api(image_path: Path, models, short_side: int, repeat: int, log_dir: Path) -> list[float]:
@@ -153,10 +166,12 @@ def main(models=DEFAULT_MODELS, size=DEFAULT_SIZE, repeat: int = 5, threads: int
     print(f'# bench app: {machine_description()}')
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        startup = timing(bench_startup(repeat, tmp))
+        app_s, bare_s = bench_startup(repeat, tmp)
+        startup, bare = timing(app_s), timing(bare_s)
         print(f'start-up, `python app.py` to HTTP 200 (offline, {repeat} fresh processes): '
-              f'{startup.median_ms / 1e3:.2f} s (p10 {startup.p10_ms / 1e3:.2f}, p90 {startup.p90_ms / 1e3:.2f})',
-              flush=True)
+              f'{startup.median_ms / 1e3:.2f} s (p10 {startup.p10_ms / 1e3:.2f}, p90 {startup.p90_ms / 1e3:.2f}); '
+              f'a bare gr.Blocks page, alternating with it: {bare.median_ms / 1e3:.2f} s; ratio '
+              f'{startup.median_ms / bare.median_ms:.2f}', flush=True)
         image_path = tmp / f'example_{height}x{width}.png'
         image = example_image(height, width, image_path)
         short_side = min(height, width)

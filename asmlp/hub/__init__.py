@@ -14,10 +14,22 @@
 - ``pin.py`` (``python -m asmlp pin``), ``publish.py`` (``python -m asmlp publish``), ``download.py``
   (``python -m asmlp download`` and ``mirror``), ``cli.py`` (:func:`register_cli`).
 """
-from .cli import register_cli, run_download, run_mirror, run_pin, run_publish
-from .resolve import available_kind, create_segmenter, load_pretrained, prefetch
-from .sources import WeightSource, weight_sources
-from .status import WeightStatus
+from __future__ import annotations
 
-__all__ = ['load_pretrained', 'create_segmenter', 'prefetch', 'available_kind', 'WeightStatus', 'WeightSource',
-           'weight_sources', 'register_cli', 'run_pin', 'run_publish', 'run_download', 'run_mirror']
+import importlib
+
+_LAZY = {  # public name -> the module that defines it (imported on first use: the app's page needs no torch)
+    'register_cli': '.cli', 'run_download': '.cli', 'run_mirror': '.cli', 'run_pin': '.cli', 'run_publish': '.cli',
+    'create_segmenter': '.resolve', 'load_pretrained': '.resolve', 'prefetch': '.resolve',
+    'available_kind': '.availability', 'WeightSource': '.sources', 'weight_sources': '.sources',
+    'WeightStatus': '.status',
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value

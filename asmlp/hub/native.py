@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'REQUIRED_FIELDS', 'NATIVE_KINDS', 'read_config', 'load_into',
            'check_state_dict']

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..checkpoint_io import sha256_file
 from . import fetch, net, records
+from .availability import available_kind, local_candidates  # noqa: F401  (public here too)
 from .native import CONFIG_FILE, WEIGHTS_FILE, load_into, read_config
 from .progress import ProgressCallback
 from .sources import DOWNLOAD_TYPES, NAMESPACE_ENV, WeightSource, namespace_source, weight_sources
@@ -125,16 +126,6 @@ def _convert(name: str, path: Path, source: WeightSource, display: str, *, probl
                       f'named after (delete it to download again)')
     return model, _status(name, kind, display, sha256=sha, fmt=meta.get('source_format') or source.format,
                           pinned=pinned, pin_note=pin_note, problems=problems)
-
-
-def local_candidates(source: WeightSource) -> list[Path]:
-    """Where a by-hand / URL source's file may have been dropped: ``weights/<filename>`` (or ``.safetensors``)."""
-    folder = _weights_dir()
-    names = [source.filename]
-    stem, dot, _ = source.filename.rpartition('.')
-    if dot and not source.filename.endswith('.safetensors'):
-        names.append(f'{stem}.safetensors')
-    return [folder / n for n in names]
 
 
 def _pin_note(source: WeightSource) -> str:
@@ -393,40 +384,6 @@ def prefetch(name: str, *, progress: Optional[ProgressCallback] = None,
         except _Failed as error:
             problems.append(str(error))
     return problems
-
-
-def available_kind(name: str) -> Optional[str]:
-    """The best weight kind ``name`` has on disk or in the caches, found without loading and without network
-    (``ade20k``, ``imagenet-backbone``, ``demo``; None when there is none): ``weights/<name>/``, official files in
-    ``weights/``, the asmlp download cache, the Hugging Face cache (``$ASMLP_HUB_NAMESPACE`` and the zoo's repos),
-    ``weights/demo/<name>/``."""
-    import json
-    rank = {'ade20k': 0, 'demo': 1, 'imagenet-backbone': 2}
-    kinds = []
-    for folder, allowed in ((_weights_dir() / name, ('ade20k', 'imagenet-backbone')),
-                            (_weights_dir() / 'demo' / name, ('demo',))):
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if (folder / WEIGHTS_FILE).is_file() and isinstance(config, dict) and config.get('kind') in allowed:
-            kinds.append(config['kind'])
-    sources = weight_sources(name)
-    try:
-        namespace = namespace_source(name)
-    except ValueError:
-        namespace = None
-    for source in ([namespace] if namespace else []) + sources:
-        if source.type == 'hub':
-            try:
-                fetch.from_hf_cache(source.repo, source.filename, source.hub_revision)
-            except fetch.Unavailable:
-                continue
-            kinds.append(source.kind)
-        elif any(p.is_file() for p in local_candidates(source)) or (
-                source.type in DOWNLOAD_TYPES and (fetch.downloads_dir() / source.filename).is_file()):
-            kinds.append(source.kind)
-    return min(kinds, key=rank.__getitem__, default=None)
 
 
 def create_segmenter(name: str, num_classes: Optional[int] = None, pretrained: bool = False) -> nn.Module:
