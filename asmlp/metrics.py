@@ -37,20 +37,21 @@ def unfused_attention(model: nn.Module) -> Iterator[None]:
             m.fused_attn = True
 
 
-def count_gmacs(model: nn.Module, input_size: tuple[int, ...], forward=None) -> float:
+def count_gmacs(model: nn.Module, input_size: tuple[int, ...], forward=None, as_executed: bool = False) -> float:
     """GMACs (1e9 multiply-accumulates) of one forward at ``input_size`` (N, C, H, W).
 
     The model is run on meta tensors (no arithmetic, no memory): build it under ``torch.device('meta')`` or pass
     a real model, whose parameters are then only read for their shapes. ``forward(model, x)`` overrides the call.
     Convolutions of resized maps are counted as the papers define them (:func:`direct_convolutions`), not as the
-    cheaper equivalent that inference runs.
+    cheaper equivalent that inference runs; ``as_executed=True`` counts what inference runs instead.
     """
     device = next(model.parameters()).device
     x = torch.empty(input_size, device=device if device.type == 'meta' else 'meta')
     if device.type != 'meta':
         model = _meta_copy(model)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), unfused_attention(model), direct_convolutions(), counter:
+    papers = contextlib.nullcontext() if as_executed else direct_convolutions()
+    with torch.no_grad(), unfused_attention(model), papers, counter:
         (forward or (lambda m, t: m(t)))(model, x)
     return counter.get_total_flops() / 2 / 1e9
 

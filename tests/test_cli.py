@@ -47,6 +47,8 @@ def test_bench_app_small_run():
                for line in lines)
     engine = next(line for line in lines if line.startswith('the same in-process'))
     assert 'upernet_asmlp_nano' in engine and 'setr_pup_vit_nano' in engine
+    roof = next(line for line in lines if line.startswith('roofline ('))
+    assert re.search(r'GEMM [0-9]+ GMAC/s on this CPU\): upernet_asmlp_nano [0-9]+ GMACs = [0-9.]+ s', roof), roof
     literal = next(line for line in lines if line.startswith('labels equal to the literal fp32'))
     app = re.findall(r'(\w+) app path \((fp32|bf16)\) ([0-9.]+)%, fp32 path ([0-9.]+)%', literal)
     assert [name for name, *_ in app] == ['upernet_asmlp_nano', 'setr_pup_vit_nano'], literal

@@ -1,7 +1,8 @@
 """``python -m asmlp bench app``: what a user of ``python app.py`` waits for on this machine.
 
 * start-up: seconds from launching ``python app.py`` (the README's command, offline) to the page answering HTTP 200,
-  a fresh process each time;
+  a fresh process each time, alternating with a bare ``gr.Blocks`` page (:data:`BARE_PAGE`, the floor) and their
+  ratio;
 * compare: a warm compare through the app's public API (``gradio_client``, ``api_name='/compare'``: upload, queue,
   inference, PNG encoding, download of every mask and overlay), masks only (no metrics), the three T/S-size
   defaults of issue 6 on an image of the given size. One untimed call loads the models first; weights are whatever
@@ -10,6 +11,8 @@
 The same compare is also timed in this process through :class:`asmlp.service.Engine` (no HTTP, no PNGs) with the
 per-model seconds, to show where the time goes; and its label maps are compared with the literal computation
 (:func:`literal_labels`: fp32, the papers' convolutions, full-size logits), in the app's precision and in fp32.
+The roofline line puts each model's executed GMACs next to this CPU's measured GEMM rate: the time no kernel tuning
+can beat.
 """
 from __future__ import annotations
 
@@ -146,6 +149,41 @@ def bench_compare_engine(image: np.ndarray, models, short_side: int, repeat: int
     return seconds, {name: timing(s) for name, s in per_model.items()}, agreement
 
 
+def gemm_gmacs_per_s(dtype_name: str = 'fp32', size: int = 2048, repeat: int = 3) -> float:
+    """This CPU's matrix-multiply rate (GMAC/s, best of ``repeat``) at the app's thread count: the roofline that the
+    models' convolutions and matmuls can at best reach."""
+    import torch
+    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[dtype_name]
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    best = float('inf')
+    for _ in range(repeat):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return size ** 3 / best / 1e9
+
+
+def roofline(image: np.ndarray, models, short_side: int, per_model: dict, precision: str) -> str:
+    """Per model: the GMACs its inference executes (meta count, exact low-resolution convolutions included), the
+    time they need at this CPU's GEMM rate, and the share of the measured time that is."""
+    import torch
+    from ..metrics import count_gmacs
+    from ..preprocess import rescale_size
+    from ..zoo import create_segmenter
+    rate = gemm_gmacs_per_s(precision)
+    height, width = rescale_size(*image.shape[:2], (4 * short_side, short_side))
+    parts = []
+    for name in models:
+        with torch.device('meta'):
+            model = create_segmenter(name).eval()
+        gmacs = count_gmacs(model, (1, 3, height, width), as_executed=True)
+        measured = per_model[name].median_ms / 1e3
+        parts.append(f'{name} {gmacs:.0f} GMACs = {gmacs / rate:.2f} s at the GEMM rate, '
+                     f'{100 * gmacs / rate / measured:.0f}% of its {measured:.2f} s')
+    return f'roofline ({precision} GEMM {rate:.0f} GMAC/s on this CPU): ' + '; '.join(parts)
+
+
 def literal_labels(model, image: np.ndarray, short_side: int) -> np.ndarray:
     """The label map as mmseg computes it: fp32, every convolution of a resized map as written in the papers, full
     logits resized to the image, then the argmax."""
@@ -183,6 +221,8 @@ def main(models=DEFAULT_MODELS, size=DEFAULT_SIZE, repeat: int = 5, threads: int
         total = timing(total)
         print(f'the same in-process (Engine.segment, no HTTP/PNG): {total.median_ms / 1e3:.2f} s; per model: ' +
               ', '.join(f'{name} {t.median_ms / 1e3:.2f} s' for name, t in per_model.items()))
+        precision = next(iter(agreement.values()))[2]
+        print(roofline(image, models, short_side, per_model, precision), flush=True)
         print('labels equal to the literal fp32 computation (direct convolutions, full-size logits), per model the '
               "app's path in its precision and the same path in fp32: " +
               '; '.join(f'{name} app path ({precision}) {100 * app:.2f}%, fp32 path {100 * fp32:.3f}%'
