@@ -2,7 +2,6 @@
 done. Proved without timing: the second model blocks on an event until the test has seen the first panel (and no
 disagreement view yet); then it is released and every panel and the disagreement view appear."""
 import os
-import socket
 import threading
 import types
 from pathlib import Path
@@ -17,7 +16,8 @@ if not os.path.exists(CHROMIUM):
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 import asmlp  # noqa: E402
-from asmlp.limits import Limits, queue_settings  # noqa: E402
+from asmlp.bench.app import launch_in_process  # noqa: E402
+from asmlp.limits import Limits  # noqa: E402
 from asmlp.service import Engine  # noqa: E402
 
 from test_app_browser import FLAGS  # noqa: E402
@@ -38,15 +38,8 @@ def app(monkeypatch):
             model.register_forward_pre_hook(wait)
         return model, types.SimpleNamespace(kind='demo', message=f'test model {name}', pretrained=False)
 
-    from asmlp.ui import build_app
-    engine = Engine(loader=loader, limits=Limits(torch_threads=1))
-    demo = build_app(engine)
-    demo.queue(**queue_settings(engine.limits))
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f'http://127.0.0.1:{port}/', release
+    demo, url = launch_in_process(Engine(loader=loader, limits=Limits(torch_threads=1)))
+    yield url, release
     release.set()
     demo.close()
 

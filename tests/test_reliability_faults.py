@@ -36,7 +36,8 @@ import asmlp  # noqa: E402
 from asmlp import zoo  # noqa: E402
 from asmlp.convert import write_converted  # noqa: E402
 from asmlp.hub import net  # noqa: E402
-from asmlp.limits import Limits, queue_settings  # noqa: E402
+from asmlp.bench.app import launch_in_process  # noqa: E402
+from asmlp.limits import Limits  # noqa: E402
 from asmlp.service import Engine  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,14 +173,8 @@ def app(tmp_path_factory):
     origin.files[SEG_FILE] = seg.read_bytes()
 
     engine = Engine(retry_after=0, limits=Limits(torch_threads=1))
-    from asmlp.ui import build_app
-    demo = build_app(engine)
-    demo.queue(**queue_settings(engine.limits))
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
-    client = Client(f'http://127.0.0.1:{port}/', verbose=False)
+    demo, url = launch_in_process(engine)
+    client = Client(url, verbose=False)
     yield SimpleNamespace(root=root, origin=origin, table=table, engine=engine, client=client, native=native,
                           weights=root / 'weights', downloads=root / 'cache' / 'downloads', hf=root / 'hf')
     demo.close()

@@ -49,9 +49,7 @@ def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90
               script: str | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``python app.py`` (or the Python source ``script``) on a free loopback port, offline; return the
     process and its URL once it answers HTTP. Its output goes to ``log_path``."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE='1', GRADIO_ANALYTICS_ENABLED='False', PYTHONUNBUFFERED='1',
                **(extra_env or {}))
     env.pop('TRITON_INTERPRET', None)
@@ -72,6 +70,24 @@ def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90
             proc.kill()
             raise RuntimeError(f'app.py did not start:\n{Path(log_path).read_text()[-3000:]}')
         time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def launch_in_process(engine) -> tuple[object, str]:
+    """The app (``build_app`` over ``engine``, with ``app.py``'s queue settings) served by this process on a free
+    loopback port; returns the ``gr.Blocks`` (``.close()`` it) and its URL."""
+    from ..limits import queue_settings
+    from ..ui import build_app
+    demo = build_app(engine)
+    demo.queue(**queue_settings(engine.limits))
+    port = free_port()
+    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
+    return demo, f'http://127.0.0.1:{port}/'
 
 
 def stop_app(proc: subprocess.Popen) -> None:

@@ -82,6 +82,17 @@ def _write_json(path: Path, table: dict) -> None:
             os.unlink(tmp)
 
 
+def _read_zoo(zoo_path: Optional[Path], models: Optional[Iterable[str]]) -> tuple[Path, dict, list[str]]:
+    """The zoo file (default: the package's), its table and the names asked for (default: all), checked."""
+    path = Path(zoo_path) if zoo_path else default_zoo_path()
+    table = json.loads(path.read_text())
+    names = list(models) if models else sorted(table)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise PinError(f'unknown model(s) {", ".join(unknown)}; known: {", ".join(sorted(table))}')
+    return path, table, names
+
+
 def pin_zoo(zoo_path: Optional[Path] = None, *, models: Optional[Iterable[str]] = None, api: Any = None,
             dry_run: bool = False) -> list[PinResult]:
     """Pin every Hub source of ``models`` (default: all) in ``zoo_path`` (default: the package's zoo.json).
@@ -89,12 +100,7 @@ def pin_zoo(zoo_path: Optional[Path] = None, *, models: Optional[Iterable[str]] 
     Returns one :class:`PinResult` per Hub source; the file is rewritten (same layout) unless ``dry_run`` or
     nothing changed. Raises :class:`PinError` when the Hub cannot be used at all.
     """
-    path = Path(zoo_path) if zoo_path else default_zoo_path()
-    table = json.loads(path.read_text())
-    names = list(models) if models else sorted(table)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise PinError(f'unknown model(s) {", ".join(unknown)}; known: {", ".join(sorted(table))}')
+    path, table, names = _read_zoo(zoo_path, models)
     endpoint = fetch.hub_endpoint()
     if fetch.offline():
         raise PinError('pinning needs the Hub: unset HF_HUB_OFFLINE / ASMLP_OFFLINE')
@@ -145,12 +151,7 @@ def pin_downloads(zoo_path: Optional[Path] = None, *, models: Optional[Iterable[
                   dry_run: bool = False) -> list[DownloadPin]:
     """Write the sha256 of every verified download (URL and share-link sources of ``models``, default all) into
     the zoo's ``sha256`` fields; one :class:`DownloadPin` per such source. No network."""
-    path = Path(zoo_path) if zoo_path else default_zoo_path()
-    table = json.loads(path.read_text())
-    names = list(models) if models else sorted(table)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise PinError(f'unknown model(s) {", ".join(unknown)}; known: {", ".join(sorted(table))}')
+    path, table, names = _read_zoo(zoo_path, models)
     results = []
     for name in names:
         for data in table[name].get('weights', []):
