@@ -279,7 +279,7 @@ class SETRUPHead(BaseDecodeHead):
                 x = block.activate(block.bn(conv_of_resized([x], [block.conv.weight], pending, self.align_corners)))
             else:
                 x = block(self._resize(x, pending))
-            pending = [int(s * upsample.scale_factor) for s in x.shape[2:]]
+            pending = [s * int(upsample.scale_factor) for s in x.shape[2:]]  # integral scales (symbolic sizes stay)
         return self.cls_seg(x), pending
 
 
@@ -357,8 +357,8 @@ class SETRMLAHead(BaseDecodeHead):
 
     def forward_lowres(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, Optional[list[int]]]:
         inputs = self._select(features)
-        if not self.training and lowres_enabled() and len({x.shape[2:] for x in inputs}) == 1:
+        if not self.training and lowres_enabled() and all(x.shape[2:] == inputs[0].shape[2:] for x in inputs):
             # Inference: classify before upsampling (exact: the 1x1 conv commutes with a bilinear resize).
             low = torch.cat([up[1](up[0](x)) for up, x in zip(self.up_convs, inputs)], dim=1)
-            return self.cls_seg(low), [int(s * self.up_convs[0][2].scale_factor) for s in low.shape[2:]]
+            return self.cls_seg(low), [s * int(self.up_convs[0][2].scale_factor) for s in low.shape[2:]]
         return self.cls_seg(torch.cat([up(x) for up, x in zip(self.up_convs, inputs)], dim=1)), None

@@ -147,7 +147,7 @@ def conv_of_resized(maps: Sequence[torch.Tensor], weights: Sequence[torch.Tensor
     (N, C_out, H, W) tensor in channels_last memory."""
     if len(maps) != len(weights) or not maps:
         raise ValueError(f'need as many weights as maps (>= 1), got {len(maps)} maps and {len(weights)} weights')
-    height, width = (int(s) for s in size)
+    height, width = size  # ints, or symbolic sizes while tracing (int() would specialise them)
     batch = maps[0].shape[0]
     out_channels, _, kernel, kernel_w = weights[0].shape
     if kernel != kernel_w or kernel % 2 == 0:
