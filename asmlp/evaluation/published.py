@@ -35,10 +35,16 @@ def recorded_demo_miou(source: Optional[str]) -> Optional[dict]:
 def published_miou(name: str, source: Optional[str], aug: str, kind: Optional[str] = None) -> dict:
     """``{'mIoU': float | None, 'source': str, 'weights': str | None}`` for zoo model ``name`` whose weights came
     from ``source`` (a path, repo@revision or URL; None when untrained), evaluated with ``aug``; for demo weights
-    (``kind`` 'demo', single scale) the number recorded with them."""
+    (``kind`` 'demo', single scale) the number recorded with them; none for untrained or ImageNet-backbone-only
+    weights."""
     if kind == 'demo' and aug == 'none' and (recorded := recorded_demo_miou(source)) is not None:
         return recorded
     key = 'miou_ms' if aug == 'ms-flip' else 'miou_ss'
+    if kind in ('none', 'imagenet-backbone'):  # the paper's number belongs to trained weights, not to these
+        paper = model_entry(name).get('published', {})
+        return {'mIoU': None, 'weights': None,
+                'source': f'none for untrained weights (the trained model: {paper.get(key) or "-"}, '
+                          f'{paper.get("source") or "no source"})'}
     for row in _table().get(name, []):
         if source and row['weights'] in source:
             return {'mIoU': row[key], 'source': row['source'], 'weights': row['weights']}
