@@ -349,8 +349,8 @@ class Engine:
         ``on_result(segmentation)`` gets each model's result as soon as it is done (on the inference thread).
         Images above ``Limits.max_work_pixels`` are refused (:func:`asmlp.image_io.load_image` downsizes uploads):
         the logits are upsampled to the image's size, 600 bytes per pixel. ``aug`` 'ms-flip': the papers' MS
-        protocol (:mod:`asmlp.models.tta`, the code of ``evaluate``); refused, with the estimate, when about
-        17.4x a model's single-scale time would not fit in the time budget."""
+        protocol (:mod:`asmlp.models.tta`, the code of ``evaluate``); refused, with the estimate
+        (:meth:`estimate_seconds`), when it would not fit in what is left of the time budget."""
         from .models.tta import AUGS
         from .preprocess import check_rgb_image
         if aug not in AUGS:
@@ -383,13 +383,16 @@ class Engine:
         inference size and augmentation; for MS+flip never run yet, :func:`asmlp.models.tta.cost_factor` x the
         single-scale time (a lower bound: each of the 12 views also resizes and softmaxes 150 classes at the
         image's size). None while a model has no timing yet."""
+        dev = resolve_device(device)
+        return self._estimate(image_shape, check_model_names(names), dev, resolve_precision(precision, dev),
+                              int(short_side), aug)
+
+    def _estimate(self, image_shape, names, dev, prec, short, aug='none') -> Optional[float]:
         from .models.tta import cost_factor
         from .preprocess import rescale_size
-        dev = resolve_device(device)
-        prec = resolve_precision(precision, dev)
-        size = rescale_size(*image_shape[:2], (4 * int(short_side), int(short_side)))
+        size = rescale_size(*image_shape[:2], (4 * short, short))
         times = []
-        for name in check_model_names(names):
+        for name in names:
             seconds = self._seconds.get((name, dev.type, prec, size, aug))
             single = self._seconds.get((name, dev.type, prec, size, 'none'))
             times.append(seconds if seconds is not None else
@@ -400,11 +403,9 @@ class Engine:
         """Time a single-scale pass of the models without a timing, then refuse MS+flip beyond the budget."""
         from .models.tta import cost_factor
         for i, name in enumerate(names):
-            if self.estimate_seconds(image.shape, [name], dev.type if dev.type == 'cpu' else 'gpu', prec,
-                                     short) is None:
+            if self._estimate(image.shape, [name], dev, prec, short) is None:
                 self._segment_one(image, name, i, len(names), dev, prec, short, progress, 'none')
-        estimate = self.estimate_seconds(image.shape, names, dev.type if dev.type == 'cpu' else 'gpu', prec,
-                                         short, 'ms-flip')
+        estimate = self._estimate(image.shape, names, dev, prec, short, 'ms-flip')
         remaining = _local.deadline - time.monotonic() if getattr(_local, 'deadline', None) else self.timeout
         if estimate is not None and estimate > remaining:
             raise ValueError(f'MS+flip would take about {estimate:.0f} s here (at least {cost_factor("ms-flip"):.1f}x '
