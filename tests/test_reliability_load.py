@@ -185,7 +185,7 @@ def test_files_outside_the_upload_folder_cannot_be_named(server, tmp_path):
     Image.new('RGB', (8, 8), 'red').save(secret)
     for path in (str(secret), '/etc/passwd', str(REPO / 'weights' / 'README.md'), '../../../../etc/passwd'):
         body = json.dumps({'data': [{'path': path, 'meta': {'_type': 'gradio.FileData'}}, MODELS[:1], 'cpu',
-                                    'fp32', 128, 0.5]}).encode()
+                                    'fp32', 128, 0.5, 'none']}).encode()
         request = urllib.request.Request(server['url'] + 'gradio_api/call/compare', data=body,
                                          headers={'Content-Type': 'application/json'})
         try:
