@@ -1,0 +1,137 @@
+"""ImageNet classifiers (asmlp/classifiers.py, data/imagenet.json): Table 1 by counting, weights through the resolver."""
+import json
+import math
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+
+from asmlp import classifiers
+from asmlp.classifiers import classifier_entry, classifier_metrics, classifier_sources, list_classifiers, load_classifier
+from asmlp.zoo import list_models, model_entry
+from test_asmlp import official_forward, randomised  # the official AS-MLP forward, restated
+from test_checkpoint_io import CfgNode, asmlp_training_checkpoint, throwaway_module
+
+# the issue's table (AS-MLP paper Table 1; Swin Table 1; DeiT Table 1): params (M), GMACs at 224
+PUBLISHED = {
+    'asmlp_tiny': (28, 4.4), 'asmlp_small': (50, 8.5), 'asmlp_base': (88, 15.2),
+    'swin_tiny': (28, 4.5), 'swin_small': (50, 8.7), 'swin_base': (88, 15.4),
+    'deit_small': (22, 4.6), 'deit_base': (86, 17.5),
+}
+TIMM_NAMES = {'swin_tiny': 'swin_tiny_patch4_window7_224.ms_in1k', 'swin_small': 'swin_small_patch4_window7_224.ms_in1k',
+              'swin_base': 'swin_base_patch4_window7_224.ms_in1k', 'deit_small': 'deit_small_patch16_224.fb_in1k',
+              'deit_base': 'deit_base_patch16_224.fb_in1k'}
+TINY = {  # small architectures of the same timm models, for checkpoints the tests write
+    'deit_small': dict(depth=2, embed_dim=64, num_heads=2),
+    'swin_tiny': dict(embed_dim=24, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2)),
+}
+
+
+def test_classifiers_are_listed_apart_from_the_segmenters():
+    assert list_classifiers() == list(PUBLISHED)
+    assert not set(list_classifiers()) & set(list_models())
+    assert all(n.startswith(('upernet_', 'setr_')) for n in list_models())
+    with pytest.raises(ValueError, match='known classifiers: asmlp_tiny'):
+        classifier_entry('resnet50')
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED))
+def test_table1_params_and_gmacs_by_counting(name):
+    row = classifier_metrics(name)
+    params, gmacs = PUBLISHED[name]
+    assert row['params'] / 1e6 == pytest.approx(params, rel=0.02)
+    assert row['gmacs'] == pytest.approx(gmacs, rel=0.02)
+    assert row['paper_params'] == params * 1e6 and row['paper_gmacs'] == gmacs
+
+
+def test_asmlp_weights_are_the_zoo_records_not_copies():
+    raw = json.dumps(classifier_entry('asmlp_tiny'))
+    assert 'sharepoint' not in raw and 'http' not in raw  # referenced, not copied
+    for size in ('tiny', 'small', 'base'):
+        (source,) = classifier_sources(f'asmlp_{size}')
+        zoo = [s for s in model_entry(f'upernet_asmlp_{size}')['weights'] if s['format'] == 'asmlp-imagenet']
+        assert len(zoo) == 1 and (source.url, source.filename) == (zoo[0]['url'], zoo[0]['filename'])
+        assert source.filename == f'asmlp_{size}_patch4_shift5_224.pth'
+
+
+@pytest.mark.parametrize('name', sorted(TIMM_NAMES))
+def test_timm_sources_are_pinnable_hub_files(name):
+    (source,) = classifier_sources(name)
+    assert (source.type, source.repo, source.filename) == ('hub', f'timm/{TIMM_NAMES[name]}', 'model.safetensors')
+    assert source.revision == 'main' and source.kind == 'imagenet'
+    assert classifiers.timm_name(name) == TIMM_NAMES[name]
+
+
+def fill_hf_cache(cache, repo, state_dict, commit='0123456789abcdef0123456789abcdef01234567'):
+    """huggingface_hub's cache layout: models--<org>--<name>/{snapshots/<commit>/model.safetensors, refs/main}."""
+    folder = cache / f'models--{repo.replace("/", "--")}'
+    snapshot = folder / 'snapshots' / commit
+    snapshot.mkdir(parents=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, snapshot / 'model.safetensors')
+    (folder / 'refs').mkdir()
+    (folder / 'refs' / 'main').write_text(commit)
+    return snapshot / 'model.safetensors'
+
+
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_timm_weights_resolve_from_a_prefilled_hf_cache_offline(name, tmp_path, monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path))
+    torch.manual_seed(1)
+    reference = timm.create_model(TIMM_NAMES[name].split('.')[0], **TINY[name]).eval()
+    fill_hf_cache(tmp_path, f'timm/{TIMM_NAMES[name]}', reference.state_dict())
+    model, status = load_classifier(name, **TINY[name])
+    assert status.kind == 'imagenet' and status.pretrained
+    assert status.source == f'timm/{TIMM_NAMES[name]}@main' and not status.revision_pinned
+    assert 'ImageNet-1K weights' in status.message and 'unpinned' in status.message
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+    assert model.pretrained_cfg['crop_pct'] == timm.create_model(TIMM_NAMES[name], pretrained=False,
+                                                                 **TINY[name]).pretrained_cfg['crop_pct']
+
+
+@pytest.mark.parametrize('name', ['deit_small', 'asmlp_tiny'])
+def test_no_weights_is_said_clearly(name, tmp_path, monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
+    monkeypatch.setenv('ASMLP_WEIGHTS_DIR', str(tmp_path / 'weights'))
+    monkeypatch.setenv('ASMLP_CACHE_DIR', str(tmp_path / 'cache'))
+    kwargs = TINY.get(name, dict(embed_dim=16, depths=(1, 1, 1, 1)))
+    model, status = load_classifier(name, **kwargs)
+    assert status.kind == 'none' and not status.pretrained and status.sha256 is None
+    assert status.message.startswith('no weights')
+    assert status.problems  # why: not in the cache / not downloadable offline
+    again, _ = load_classifier(name, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_wrong_checkpoint_is_named_and_not_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path))
+    other = timm.create_model('deit_small_patch16_224', depth=1, embed_dim=32, num_heads=2)
+    fill_hf_cache(tmp_path, 'timm/deit_small_patch16_224.fb_in1k', other.state_dict())
+    _, status = load_classifier('deit_small', **TINY['deit_small'])
+    assert status.kind == 'none' and 'unusable weights: timm/deit_small_patch16_224.fb_in1k@main' in status.message
+
+
+def test_official_asmlp_file_in_weights_dir_loads_through_the_resolver(tmp_path, monkeypatch):
+    """An official training checkpoint ('model' + optimizer + a yacs config object) read without unpickling code,
+    then the official forward."""
+    monkeypatch.setenv('ASMLP_WEIGHTS_DIR', str(tmp_path))
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    kwargs = dict(embed_dim=16, depths=(1, 2, 2, 1))
+    official = randomised(timm.create_model('asmlp_tiny', **kwargs)).state_dict()
+    path = tmp_path / 'asmlp_tiny_patch4_shift5_224.pth'
+    with throwaway_module('fake_yacs_for_classifier_test.config', CfgNode=CfgNode):
+        torch.save(asmlp_training_checkpoint(official), path)
+    model, status = load_classifier('asmlp_tiny', **kwargs)
+    assert status.kind == 'imagenet' and status.source.endswith('asmlp_tiny_patch4_shift5_224.pth')
+    assert status.format == 'asmlp-imagenet' and len(status.sha256) == 64
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        _, logits = official_forward(img, official, kwargs['depths'], 5)
+        torch.testing.assert_close(model(img), logits, rtol=1e-4, atol=1e-4)
+    assert math.isclose(sum(p.numel() for p in model.parameters()),
+                        sum(v.numel() for k, v in official.items()))
