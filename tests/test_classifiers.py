@@ -135,3 +135,26 @@ def test_official_asmlp_file_in_weights_dir_loads_through_the_resolver(tmp_path,
         torch.testing.assert_close(model(img), logits, rtol=1e-4, atol=1e-4)
     assert math.isclose(sum(p.numel() for p in model.parameters()),
                         sum(v.numel() for k, v in official.items()))
+
+
+def test_paper_throughput_ratios_are_the_derived_ones():
+    """AS-MLP / Swin at equal size from the two papers' V100 numbers: 1.39 / 1.42 / 1.64 (the issue's figures)."""
+    from asmlp.bench.throughput import ratios
+    rows = [dict(family=e['family'], size=e['size'], title=e['title'], img_s=1.0, paper_img_s=e['published']['throughput'])
+            for e in map(classifier_entry, list_classifiers())]
+    assert [(p['pair'], round(p['paper'], 2)) for p in ratios(rows)] == [
+        ('AS-MLP-T / Swin-T', 1.39), ('AS-MLP-S / Swin-S', 1.42), ('AS-MLP-B / Swin-B', 1.64)]
+
+
+def test_info_imagenet_json(capsys, tmp_path, monkeypatch):
+    from asmlp.__main__ import main
+    monkeypatch.setenv('ASMLP_CACHE_DIR', str(tmp_path))
+    assert main(['info', '--imagenet', '--json', '--models', 'deit_small', 'asmlp_tiny']) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r['name'] for r in rows] == ['deit_small', 'asmlp_tiny']
+    assert all(abs(r['params_off']) < 0.02 and abs(r['gmacs_off']) < 0.02 for r in rows)
+    assert main(['info', '--imagenet', '--models', 'asmlp_tiny']) == 0  # from the cache now
+    out = capsys.readouterr().out
+    assert 'All within 2% of the papers' in out and '28.28' in out and '1047.7' in out
+    with pytest.raises(ValueError, match='unknown classifier'):
+        main(['info', '--imagenet', '--models', 'upernet_swin_tiny'])
