@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .hub.status import WeightStatus
 
 __all__ = ['list_classifiers', 'classifier_entry', 'classifier_sources', 'create_classifier', 'load_classifier',
-           'classifier_metrics', 'timm_name', 'NO_WEIGHTS_MESSAGE']
+           'classifier_metrics', 'timm_name', 'weights_on_disk', 'NO_WEIGHTS_MESSAGE']
 
 log = logging.getLogger('asmlp.classifiers')
 NO_WEIGHTS_MESSAGE = 'no weights — untrained, the classes it names are meaningless'
@@ -251,3 +251,20 @@ def classifier_metrics(name: str) -> dict:
         params_off=params / published['params'] - 1, gmacs_off=gmacs / published['gmacs'] - 1,
         count_note=entry.get('count_note'),
     )
+
+
+def weights_on_disk(name: str) -> bool:
+    """Whether a weight file of ``name`` is on disk or in a cache (``weights/``, the asmlp download cache, the
+    Hugging Face cache), found without loading and without network (the app's model list)."""
+    from .hub import fetch
+    from .hub.resolve import local_candidates
+    for source in classifier_sources(name):
+        if source.type == 'hub':
+            try:
+                fetch.from_hf_cache(source.repo, source.filename, source.hub_revision)
+                return True
+            except fetch.Unavailable:
+                continue
+        if any(p.is_file() for p in local_candidates(source)) or (fetch.downloads_dir() / source.filename).is_file():
+            return True
+    return False

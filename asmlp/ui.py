@@ -17,12 +17,14 @@ import plotly
 import torch
 
 from . import viz
+from .classify import DEFAULT_CLASSIFIERS, check_classifier_names
+from .classify import classify as classify_image
 from .report import metrics_figure, metrics_table, paper_table
 from .image_io import ImageInputError, load_image
 from .limits import Busy, InferenceTimeout
 from .paths import REPO_ROOT
 from .presets import default_preset, grouped_choices, preset, presets
-from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_short_side
+from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_short_side, resolve_device
 from .ui_inputs import CheckboxGroup, Dropdown, ImageUpload, Radio, Slider, refusal
 from .zoo import list_models, model_entry
 
@@ -87,6 +89,48 @@ global after its first block. *Effective* (Luo et al. 2016): the gradient of the
 respect to the input, on your image, for the loaded weights (log-scaled). UperNet's pooling makes every *head*
 output global, so the comparison is made at the backbone stages.
 """
+
+
+CLASSIFY_TEXT = """
+**ImageNet-1K classification.** Trained AS-MLP-T and AS-MLP-S exist only as the official ImageNet classifiers,
+so this is where they can be seen trained next to Swin-T/S/B and DeiT-S/B (timm's `ms_in1k` / `fb_in1k` weights).
+Each model gets timm's own eval transform for its weights (resize, centre crop at 224, mean/std); the table shows
+each one's top-5 classes with softmax probabilities, the latency is one forward at batch 1 on this machine.
+"""
+
+NO_TRAINED_SEGMENTERS = ('Trained UperNet-AS-MLP-T/S segmenters do not exist: only AS-MLP-B was released for '
+                         'ADE20K; AS-MLP-T/S were released as ImageNet classifiers — see them trained in the '
+                         '**Classify** tab.')
+
+
+def _classifier_choices() -> list[tuple[str, str]]:
+    from .classifiers import classifier_entry, list_classifiers, weights_on_disk
+    return [(f'{classifier_entry(n)["title"]} ({"weights here" if weights_on_disk(n) else "no weights here"})', n)
+            for n in list_classifiers()]
+
+
+def _classify_outputs(results, info) -> tuple[str, list[list[str]], list[dict]]:
+    """Markdown (image, agreement, weights, latency), the top-5 table side by side, the results as JSON."""
+    from .classify import agreement
+    agree = agreement(results)
+    if len(results) < 2:
+        agree_text = 'Choose two or more classifiers to see where they agree.'
+    elif agree['same_top1']:
+        agree_text = f'All {len(results)} agree on the top class: **{html.escape(agree["top1"])}**.'
+    else:
+        agree_text = 'The top classes differ.'
+    if len(results) > 1:
+        shared = agree['in_every_top5']
+        agree_text += (f' In every top-5: {", ".join(html.escape(c) for c in shared)}.' if shared else
+                       ' No class is in every top-5.')
+    lines = [f'Image: {info.describe()}.', '', agree_text, '', '| model | weights | input | latency (batch 1) |',
+             '|---|---|---|---|']
+    for r in results:
+        lines.append(f'| **{r.title}** | {html.escape(r.status.message)} | {r.input_size[0]}x{r.input_size[1]} | '
+                     f'{1e3 * r.seconds:.0f} ms |')
+    table = [[str(rank + 1)] + [f'{r.labels[rank].split(",")[0]} {100 * r.probs[rank]:.1f}%' for r in results]
+             for rank in range(min(len(r.indices) for r in results))]
+    return '\n'.join(lines), table, [r.as_dict() for r in results]
 
 
 def animated_figure(elem_id: str, height: int = 460) -> gr.HTML:
@@ -160,9 +204,26 @@ def answering(what: str):
                        print_exception=False) from None
 
 
-def build_app(engine: Engine | None = None) -> gr.Blocks:
+def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -> gr.Blocks:
+    """``classifiers``: the engine that holds the ImageNet classifiers (default: one whose loader is
+    :func:`asmlp.classifiers.load_classifier`); their work is admitted and run by ``engine``, like the rest."""
     engine = engine or Engine()
+    if classifiers is None:
+        from .classifiers import load_classifier
+        classifiers = Engine(loader=load_classifier, limits=engine.limits)
     gr.set_static_paths(paths=[str(PLOTLY_JS_DIR)])
+
+    def classify(image_path, names):
+        if not image_path:
+            raise refusal('Upload an image or pick an example first.')
+        with answering('Classification'):
+            with engine.admit():
+                image, info = load_image(image_path)
+                names = check_classifier_names(names if names is not None else DEFAULT_CLASSIFIERS)
+                device = resolve_device('auto')
+                results = engine.run(lambda: classify_image(image, names, lambda n: classifiers.get(n, device)))
+            markdown, table, data = _classify_outputs(results, info)
+            return markdown, dict(headers=['rank'] + [r.title for r in results], data=table), data
 
     def compare(image_path, models, device, precision, short_side, opacity, aug='none', progress=gr.Progress()):
         if not image_path:
@@ -257,6 +318,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                     chosen = list(preset(chosen_preset)['models'])
                     models = CheckboxGroup(_model_choices(), value=chosen, label='Models (weights: before loading)',
                                            elem_id='models')
+                    gr.Markdown(NO_TRAINED_SEGMENTERS, elem_id='no-trained-segmenters')
                     with gr.Row():
                         device = Radio(list(DEVICES), value='auto', label='Device')
                         precision = Radio(list(PRECISIONS), value='auto', label='Precision')
@@ -285,6 +347,26 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                                           interactive=False, wrap=True)
                 metrics_plot = gr.Plot(label='Latency and GMACs', elem_id='metrics-plot')
 
+        with gr.Tab('Classify'):
+            gr.Markdown(CLASSIFY_TEXT)
+            with gr.Row():
+                with gr.Column(scale=1):
+                    classify_image_input = ImageUpload(type='filepath', label='Image', elem_id='classify-image',
+                                                       height=320, sources=['upload', 'clipboard'])
+                    photos = sorted(map(str, EXAMPLES_DIR.glob('*.jpg')))
+                    if photos:
+                        gr.Examples(photos, inputs=classify_image_input,
+                                    label='Examples (licences: assets/examples/LICENSES.md)')
+                    classifier_names = CheckboxGroup(_classifier_choices(), value=list(DEFAULT_CLASSIFIERS),
+                                                     label='Classifiers (weights: before loading)',
+                                                     elem_id='classifiers')
+                    classify_btn = gr.Button('Classify', variant='primary', elem_id='classify')
+                with gr.Column(scale=2):
+                    classify_status = gr.Markdown(elem_id='classify-status')
+                    classify_table = gr.Dataframe(label='Top-5 (softmax probability)', interactive=False, wrap=True,
+                                                  elem_id='classify-table')
+                    with gr.Accordion('As data', open=False):
+                        classify_json = gr.JSON(label='Top-5 per model', elem_id='classify-json')
         with gr.Tab('Axial shift'):
             gr.Markdown(SHIFT_TEXT)
             with gr.Row():
@@ -324,6 +406,9 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         model_workers = engine.limits.model_event_concurrency
         erf_btn.click(erf, [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
                       concurrency_id='models')
+        classify_btn.click(classify, [classify_image_input, classifier_names],
+                           [classify_status, classify_table, classify_json], api_name='classify',
+                           concurrency_limit=model_workers, concurrency_id='models')
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
         demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
 
