@@ -26,7 +26,7 @@ from .paths import REPO_ROOT
 from .presets import default_preset, grouped_choices, preset, presets
 from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_short_side, resolve_device
 from .ui_inputs import CheckboxGroup, Dropdown, ImageUpload, Radio, Slider, refusal
-from .zoo import list_models, model_entry
+from .zoo import list_models
 
 EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / 'package_data'
@@ -289,10 +289,35 @@ def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -
                 image, _ = load_image(image_path)
                 names = check_model_names(models)
                 x = preprocess(image, (4 * int(short_side), int(short_side)))
-                maps = engine.run(lambda: {
-                    model_entry(n)['title']: effective_rf(engine.get(n, torch.device('cpu')).model.backbone, x)
-                    for n in names})
-            return erf_figure(maps, max_cells=64)
+                def work():
+                    from .explain.subjects import segmenter_subject
+                    loaded = {n: engine.get(n, torch.device('cpu')) for n in names}
+                    subjects = [segmenter_subject(n, lo.model, lo.status) for n, lo in loaded.items()]
+                    return {s.title: effective_rf(s.backbone, x) for s in subjects}, {
+                        s.title: s.stage_labels for s in subjects}
+                maps, labels = engine.run(work)
+            return erf_figure(maps, stage_labels=labels, max_cells=64)
+
+    def erf_imagenet(image_path, names):
+        """The ERF of the ImageNet backbones at 224 (their training size) on a centre crop of the image."""
+        from .explain import effective_rf, erf_figure
+        from .explain.subjects import classifier_subject, square_input
+        if not image_path:
+            raise refusal('Upload an image (Compare tab) first.')
+        with answering('The receptive-field computation'):
+            with engine.admit():
+                image, _ = load_image(image_path)
+                names = check_classifier_names(names)
+                x = square_input(image, 224)
+
+                def work():
+                    subjects = [classifier_subject(n, lo.model, lo.status)
+                                for n, lo in ((n, classifiers.get(n, torch.device('cpu'))) for n in names)]
+                    return {s.title: effective_rf(s.backbone, x) for s in subjects}, {
+                        s.title: s.stage_labels for s in subjects}
+                maps, labels = engine.run(work)
+            return erf_figure(maps, stage_labels=labels, max_cells=56,
+                              title='Effective receptive field of the centre position — ImageNet backbones, 224x224')
 
     with gr.Blocks(title='AS-MLP architecture explorer') as demo:
         gr.Markdown('# AS-MLP architecture explorer\nHow an axial-shift MLP '
@@ -391,6 +416,12 @@ def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -
             with gr.Row():
                 erf_size = Slider(64, 512, value=224, step=32, label='ERF input size (short side, px)')
                 erf_btn = gr.Button('Effective receptive fields of the chosen models on the image', elem_id='erf')
+            with gr.Row():
+                erf_classifiers = CheckboxGroup(_classifier_choices(), value=list(DEFAULT_CLASSIFIERS),
+                                                label='ImageNet backbones (trained AS-MLP-T/S exist only as these)',
+                                                elem_id='erf-classifiers')
+                erf_imagenet_btn = gr.Button('Effective receptive fields of the ImageNet backbones (224x224 centre '
+                                             'crop)', elem_id='erf-imagenet')
             erf_plot = gr.Plot(label='Effective receptive field per stage', elem_id='erf-plot')
         with gr.Tab('About'):
             gr.Markdown(ABOUT)
@@ -409,6 +440,8 @@ def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -
         classify_btn.click(classify, [classify_image_input, classifier_names],
                            [classify_status, classify_table, classify_json], api_name='classify',
                            concurrency_limit=model_workers, concurrency_id='models')
+        erf_imagenet_btn.click(erf_imagenet, [image, erf_classifiers], [erf_plot], api_name='erf_imagenet',
+                               concurrency_limit=model_workers, concurrency_id='models')
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
         demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
 

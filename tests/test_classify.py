@@ -19,7 +19,7 @@ from test_asmlp import official_forward, randomised  # noqa: E402  (the official
 
 EXAMPLE = 'assets/examples/chelsea_cat.jpg'
 ASMLP = dict(embed_dim=16, depths=(1, 2, 2, 1))
-TINY = {'asmlp_tiny': ASMLP, 'deit_small': dict(depth=2, embed_dim=64, num_heads=2)}
+TINY = {'asmlp_tiny': ASMLP, 'deit_small': dict(depth=12, embed_dim=32, num_heads=2)}  # 12 blocks: the ERF taps
 
 
 def free_port() -> int:
@@ -95,3 +95,15 @@ def test_classify_api_of_the_app_default_classifiers(app_url, server_log):
     with pytest.raises(AppError, match='Upload an image'):
         client.predict(None, ['deit_small'], api_name='/classify')
     assert 'Traceback' not in server_log.new()  # refusals, not faults
+
+
+@pytest.mark.slow
+def test_erf_of_the_imagenet_backbones_says_which_are_trained(tiny_app):
+    import json
+    client, _ = tiny_app
+    plot = client.predict(handle_file(EXAMPLE), ['asmlp_tiny', 'deit_small'], api_name='/erf_imagenet')
+    figure = json.loads(plot['plot'])
+    texts = [a['text'] for a in figure['layout']['annotations']]
+    assert '<b>AS-MLP-T (trained, ImageNet-1K)</b>' in texts and '<b>DeiT-S (untrained)</b>' in texts
+    assert sum(t.startswith('block 12 ·') for t in texts) == 1 and sum(t.startswith('stage 4 ·') for t in texts) == 1
+    assert len(figure['data']) == 8

@@ -27,16 +27,12 @@ def image_files(folder: Path, limit: int | None = None) -> list[Path]:
 
 
 def erf_inputs(files: list[Path], size: int):
-    """Each image as a (1, 3, size, size) tensor: short side resized (bicubic), centre crop, ImageNet mean/std."""
-    from PIL import Image
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
-
+    """Each image as a (1, 3, size, size) tensor (:func:`asmlp.explain.subjects.square_input`)."""
     from ..image_io import load_image
-    transform = create_transform(input_size=(3, size, size), crop_pct=1.0, interpolation='bicubic',
-                                 mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    from .subjects import square_input
     for path in files:
         image, _ = load_image(path)
-        yield path.name, transform(Image.fromarray(image)).unsqueeze(0)
+        yield path.name, square_input(image, size)
 
 
 def erf_ratios(names, files: list[Path], size: int, download: bool = True) -> dict:

@@ -12,7 +12,8 @@ from typing import Any, Optional, Sequence
 
 import torch.nn as nn
 
-__all__ = ['ErfSubject', 'StageMaps', 'trained_label', 'classifier_subject', 'segmenter_subject', 'load_subject']
+__all__ = ['ErfSubject', 'StageMaps', 'trained_label', 'classifier_subject', 'segmenter_subject', 'load_subject',
+           'square_input']
 
 TRAINED_LABELS = {'imagenet': 'trained, ImageNet-1K', 'ade20k': 'trained, ADE20K',
                   'imagenet-backbone': 'backbone trained, ImageNet-1K', 'demo': 'demo weights, generated scenes',
@@ -84,3 +85,13 @@ def load_subject(name: str, size: int = 224, download: bool = True) -> ErfSubjec
     from ..hub import load_pretrained
     model, status = load_pretrained(name, download=download)
     return segmenter_subject(name, model, status)
+
+
+def square_input(image, size: int = 224):
+    """An HxWx3 uint8 RGB image as a (1, 3, size, size) tensor: short side resized (bicubic), centre crop, ImageNet
+    mean/std (timm's ``create_transform``): the same input for every model, its centre the image's."""
+    from PIL import Image
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+    transform = create_transform(input_size=(3, size, size), crop_pct=1.0, interpolation='bicubic',
+                                 mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    return transform(Image.fromarray(image)).unsqueeze(0)
