@@ -158,3 +158,26 @@ def test_info_imagenet_json(capsys, tmp_path, monkeypatch):
     assert 'All within 2% of the papers' in out and '28.28' in out and '1047.7' in out
     with pytest.raises(ValueError, match='unknown classifier'):
         main(['info', '--imagenet', '--models', 'upernet_swin_tiny'])
+
+
+def test_pin_pins_the_classifiers_hub_sources(tmp_path, monkeypatch):
+    """`python -m asmlp pin --zoo asmlp/data/imagenet.json` writes commits into the classifiers' table, same layout."""
+    from huggingface_hub.hf_api import GitRefInfo, GitRefs
+
+    from asmlp.hub import pin
+    table_path = tmp_path / 'imagenet.json'
+    original = (pin.default_zoo_path().parent / 'imagenet.json').read_text()
+    table_path.write_text(original)
+
+    class Api:
+        def list_repo_refs(self, repo_id, include_pull_requests=False):
+            return GitRefs(branches=[GitRefInfo('main', 'refs/heads/main', f'{len(repo_id) % 10}' * 40)], converts=[],
+                           tags=[], pull_requests=[])
+    monkeypatch.setattr(pin.fetch, 'offline', lambda: False)
+    results = pin.pin_zoo(table_path, api=Api())
+    assert sorted(r.repo for r in results) == sorted(f'timm/{n}' for n in TIMM_NAMES.values())
+    pinned = json.loads(table_path.read_text())
+    assert all(len(pinned[n]['weights'][0]['commit']) == 40 for n in TIMM_NAMES)
+    for n in TIMM_NAMES:
+        pinned[n]['weights'][0]['commit'] = None
+    assert json.dumps(pinned, indent=1, ensure_ascii=False) == original  # nothing else changed
