@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .hub.status import WeightStatus
 
 __all__ = ['list_classifiers', 'classifier_entry', 'classifier_sources', 'create_classifier', 'load_classifier',
-           'classifier_metrics', 'timm_name', 'weights_on_disk', 'NO_WEIGHTS_MESSAGE']
+           'classifier_metrics', 'timm_name', 'weights_on_disk', 'prefetch_classifier', 'NO_WEIGHTS_MESSAGE']
 
 log = logging.getLogger('asmlp.classifiers')
 NO_WEIGHTS_MESSAGE = 'no weights — untrained, the classes it names are meaningless'
@@ -175,6 +175,17 @@ def _untrained(name: str, kwargs: dict) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(name.encode()))  # the same untrained model on every load
         return create_classifier(name, **kwargs)
+
+
+def prefetch_classifier(name: str) -> list[str]:
+    """Download the file :func:`load_classifier` would use for ``name``, without loading it (the app does this
+    before a request's time budget starts); returns the problems met, one line each. Never raises for missing
+    weights."""
+    problems: list[str] = []
+    for source in classifier_sources(name):
+        if (_find_hub if source.type == 'hub' else _find_file)(source, True, problems) is not None:
+            break
+    return problems
 
 
 def load_classifier(name: str, *, download: bool = True, sources: Optional[list[WeightSource]] = None,

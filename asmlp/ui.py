@@ -221,7 +221,14 @@ def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -
                 image, info = load_image(image_path)
                 names = check_classifier_names(names if names is not None else DEFAULT_CLASSIFIERS)
                 device = resolve_device('auto')
-                results = engine.run(lambda: classify_image(image, names, lambda n: classifiers.get(n, device)))
+
+                def download():  # with the request's turn, before its time budget starts: not inference time
+                    from .classifiers import prefetch_classifier
+                    for n in names:
+                        if not classifiers.is_cached(n, device):
+                            prefetch_classifier(n)
+                results = engine.run(lambda: classify_image(image, names, lambda n: classifiers.get(n, device)),
+                                     prepare=download)
             markdown, table, data = _classify_outputs(results, info)
             return markdown, dict(headers=['rank'] + [r.title for r in results], data=table), data
 

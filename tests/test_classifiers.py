@@ -181,3 +181,14 @@ def test_pin_pins_the_classifiers_hub_sources(tmp_path, monkeypatch):
     for n in TIMM_NAMES:
         pinned[n]['weights'][0]['commit'] = None
     assert json.dumps(pinned, indent=1, ensure_ascii=False) == original  # nothing else changed
+
+
+def test_prefetch_finds_the_file_without_loading(tmp_path, monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path))
+    assert 'not in the Hugging Face cache' in classifiers.prefetch_classifier('deit_small')[0]
+    fill_hf_cache(tmp_path, 'timm/deit_small_patch16_224.fb_in1k', {'x': torch.zeros(1)})  # found, not loaded
+    assert classifiers.prefetch_classifier('deit_small') == []
+    assert classifiers.weights_on_disk('deit_small') and not classifiers.weights_on_disk('swin_tiny')
+    import asmlp
+    assert asmlp.load_classifier is load_classifier and asmlp.list_classifiers() == list(PUBLISHED)
