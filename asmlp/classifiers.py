@@ -223,7 +223,9 @@ def load_classifier(name: str, *, download: bool = True, sources: Optional[list[
             except OSError as error:
                 log.warning('%s: could not record the sha256 of %s: %s', name, found.path, error)
             record = records.read_record(found.path)
-            note = f' (sha256 {sha[:12]}…, {"matches the zoo" if source.sha256 else "recorded at its first download" if record and record["sha256"] == sha else "unrecorded"})'
+            how = ('matches the zoo' if source.sha256 else
+                   'recorded at its first download' if record and record['sha256'] == sha else 'unrecorded')
+            note = f' (sha256 {sha[:12]}…, {how})'
         status = WeightStatus(model=name, kind='imagenet', source=found.display, revision_pinned=found.pinned,
                               sha256=sha, message=f'ImageNet-1K weights: {found.display}{note}', format=source.format,
                               problems=tuple(problems))

@@ -192,3 +192,24 @@ def test_prefetch_finds_the_file_without_loading(tmp_path, monkeypatch):
     assert classifiers.weights_on_disk('deit_small') and not classifiers.weights_on_disk('swin_tiny')
     import asmlp
     assert asmlp.load_classifier is load_classifier and asmlp.list_classifiers() == list(PUBLISHED)
+
+
+def test_a_downloaded_official_file_is_recorded_and_a_broken_one_deleted(tmp_path, monkeypatch):
+    """The share-link download cache (`python -m asmlp download upernet_asmlp_tiny` puts the file there): the first
+    strict load records its sha256 beside it; bytes that are not the checkpoint are deleted and named."""
+    from asmlp.hub import records
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('ASMLP_WEIGHTS_DIR', str(tmp_path / 'weights'))
+    monkeypatch.setenv('ASMLP_CACHE_DIR', str(tmp_path / 'cache'))
+    downloads = tmp_path / 'cache' / 'downloads'
+    downloads.mkdir(parents=True)
+    kwargs = dict(embed_dim=16, depths=(1, 1, 1, 1))
+    path = downloads / 'asmlp_tiny_patch4_shift5_224.pth'
+    torch.save({'model': timm.create_model('asmlp_tiny', **kwargs).state_dict()}, path)
+    _, status = load_classifier('asmlp_tiny', **kwargs)
+    assert status.kind == 'imagenet' and 'recorded at its first download' in status.message
+    assert records.read_record(path)['sha256'] == status.sha256 and status.source.startswith('https://')
+    path.write_bytes(b'PK\x03\x04 not really a checkpoint')
+    _, status = load_classifier('asmlp_tiny', **kwargs)
+    assert status.kind == 'none' and 'unusable weights' in status.message and 'deleted' in status.message
+    assert not path.exists() and not records.record_path(path).exists()
