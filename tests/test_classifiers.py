@@ -213,3 +213,15 @@ def test_a_downloaded_official_file_is_recorded_and_a_broken_one_deleted(tmp_pat
     _, status = load_classifier('asmlp_tiny', **kwargs)
     assert status.kind == 'none' and 'unusable weights' in status.message and 'deleted' in status.message
     assert not path.exists() and not records.record_path(path).exists()
+
+
+def test_bench_throughput_cli_json(capsys):
+    from asmlp.__main__ import main
+    assert main(['bench', 'throughput', '--threads', '1', '--batch', '1', '--repeat', '1', '--models', 'deit_small',
+                 '--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report['rows']
+    assert row['title'] == 'DeiT-S' and row['batch'] == 1 and row['img_s'] > 0 and row['paper_img_s'] == 940.4
+    assert report['ratios'] == [] and 'cores' in report['machine']
+    with pytest.raises(ValueError, match='unknown classifier'):
+        main(['bench', 'throughput', '--models', 'upernet_asmlp_tiny'])

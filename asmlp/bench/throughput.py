@@ -4,7 +4,9 @@ The papers' efficiency claim is throughput at 224x224 on one V100 (AS-MLP Table 
 own runs), so AS-MLP-T's 1047.7 img/s against Swin-T's 755 is a ratio (1.39) derived across two papers' runs,
 never measured side by side. Here every model runs in one process under the same conditions: the timed forwards
 are interleaved (one forward of each model per round), so a machine that slows down slows all of them. Weights are
-random (throughput does not depend on them); the models are those of :mod:`asmlp.classifiers`.
+random (throughput does not depend on them); the models are those of :mod:`asmlp.classifiers`. On a GPU
+(``--device cuda --precision fp16 --channels-last``) AS-MLP's shift runs the Triton backend (``auto``;
+``ASMLP_SHIFT_BACKEND`` chooses another), as the header says.
 """
 from __future__ import annotations
 
@@ -94,7 +96,10 @@ def main(models=None, batch: int = DEFAULT_BATCH, repeat: int = 5, threads: int 
     if as_json:
         print(json.dumps(dict(machine=machine_description(), rows=rows, ratios=ratios(rows))))
         return
+    from ..ops.backends import get_backend, resolve_backend
+    backend = resolve_backend(torch.empty(0, device=device), get_backend())
     print(f'# bench throughput at 224x224, batch {batch}, {device} {precision}'
-          f'{" channels_last" if channels_last else ""}, median (p10–p90) of {repeat} interleaved rounds')
+          f'{" channels_last" if channels_last else ""}, AS-MLP shift backend {backend}, median (p10–p90) of '
+          f'{repeat} interleaved rounds')
     print(f'# {machine_description()}')
     print(format_rows(rows))
