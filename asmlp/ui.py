@@ -213,6 +213,13 @@ def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -
         classifiers = Engine(loader=load_classifier, limits=engine.limits)
     gr.set_static_paths(paths=[str(PLOTLY_JS_DIR)])
 
+    def download_classifiers(names, device):
+        """Weights fetched with the request's turn, before its time budget starts (a download is not inference)."""
+        from .classifiers import prefetch_classifier
+        for n in names:
+            if not classifiers.is_cached(n, device):
+                prefetch_classifier(n)
+
     def classify(image_path, names):
         if not image_path:
             raise refusal('Upload an image or pick an example first.')
@@ -221,14 +228,8 @@ def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -
                 image, info = load_image(image_path)
                 names = check_classifier_names(names if names is not None else DEFAULT_CLASSIFIERS)
                 device = resolve_device('auto')
-
-                def download():  # with the request's turn, before its time budget starts: not inference time
-                    from .classifiers import prefetch_classifier
-                    for n in names:
-                        if not classifiers.is_cached(n, device):
-                            prefetch_classifier(n)
                 results = engine.run(lambda: classify_image(image, names, lambda n: classifiers.get(n, device)),
-                                     prepare=download)
+                                     prepare=lambda: download_classifiers(names, device))
             markdown, table, data = _classify_outputs(results, info)
             return markdown, dict(headers=['rank'] + [r.title for r in results], data=table), data
 
@@ -296,6 +297,7 @@ def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -
                 image, _ = load_image(image_path)
                 names = check_model_names(models)
                 x = preprocess(image, (4 * int(short_side), int(short_side)))
+
                 def work():
                     from .explain.subjects import segmenter_subject
                     loaded = {n: engine.get(n, torch.device('cpu')) for n in names}
@@ -322,7 +324,8 @@ def build_app(engine: Engine | None = None, classifiers: Engine | None = None) -
                                 for n, lo in ((n, classifiers.get(n, torch.device('cpu'))) for n in names)]
                     return {s.title: effective_rf(s.backbone, x) for s in subjects}, {
                         s.title: s.stage_labels for s in subjects}
-                maps, labels = engine.run(work)
+                cpu = torch.device('cpu')
+                maps, labels = engine.run(work, prepare=lambda: download_classifiers(names, cpu))
             return erf_figure(maps, stage_labels=labels, max_cells=56,
                               title='Effective receptive field of the centre position — ImageNet backbones, 224x224')
 
