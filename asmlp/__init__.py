@@ -16,6 +16,7 @@ __version__ = '0.1.0'
 _LAZY = {  # public name -> the module that defines it
     'WeightStatus': '.hub', 'load_pretrained': '.hub', 'axial_shift': '.ops',
     'create_segmenter': '.hub', 'list_models': '.zoo', 'model_entry': '.zoo',
+    'list_classifiers': '.classifiers', 'load_classifier': '.classifiers',
 }
 _SUBMODULES = ('models', 'ops')
 __all__ = sorted([*_LAZY, *_SUBMODULES])

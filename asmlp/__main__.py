@@ -1,5 +1,5 @@
-"""Command line: ``python -m asmlp info | bench shift|models|fused|app|compile | convert | pin | publish |
-download | mirror | train-demo | evaluate | predict | synth-ade20k``."""
+"""Command line: ``python -m asmlp info | bench shift|models|fused|app|compile|throughput | convert | pin | publish |
+download | mirror | train-demo | evaluate | predict | synth-ade20k | erf``."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,8 @@ import sys
 def _info(args: argparse.Namespace) -> None:
     import json
 
+    if args.imagenet:
+        return _info_imagenet(args)
     from .counts_cache import cached_segmenter_metrics
     from .zoo import list_models, model_entry
 
@@ -40,6 +42,39 @@ def _info(args: argparse.Namespace) -> None:
           f'(--refresh recounts). Sources: asmlp/data/zoo.json.')
 
 
+def _info_imagenet(args: argparse.Namespace) -> None:
+    """``info --imagenet``: the ImageNet classifiers' params and GMACs at 224 counted beside the papers' Table 1."""
+    import json
+
+    from .classifiers import classifier_entry, list_classifiers
+    from .counts_cache import cached_classifier_metrics
+
+    for name in args.models or ():
+        classifier_entry(name)  # unknown names fail here, with the list of known ones
+    rows = [cached_classifier_metrics(name, refresh=args.refresh) for name in args.models or list_classifiers()]
+    if args.json:
+        print(json.dumps(rows))
+        return
+
+    def fmt(value, spec):
+        return '-' if value is None else format(value, spec)
+
+    print(f'{"model":<12} {"timm":<38} {"params M":>9} {"paper M":>8} {"off":>6} {"GMACs@224":>10} '
+          f'{"paper":>6} {"off":>6} {"top-1":>6} {"weights":>8} {"V100 img/s":>10}')
+    for r in rows:
+        print(f'{r["name"]:<12} {r["timm"]:<38} {r["params"] / 1e6:>9.2f} {r["paper_params"] / 1e6:>8.0f} '
+              f'{100 * r["params_off"]:>+5.1f}% {r["gmacs"]:>10.2f} {r["paper_gmacs"]:>6.1f} '
+              f'{100 * r["gmacs_off"]:>+5.1f}% {r["paper_top1"]:>6.1f} {fmt(r["reported_top1"], ".1f"):>8} '
+              f'{r["paper_throughput"]:>10.1f}')
+    off = [r for r in rows if abs(r['params_off']) > 0.02 or abs(r['gmacs_off']) > 0.02]
+    for r in off:
+        print(f'\n{r["name"]}: more than 2% off the paper: {r["count_note"] or "no explanation recorded"}')
+    print(f'\n{"All within 2% of the papers. " if not off else ""}Counted on the meta device '
+          f'(torch.utils.flop_counter; GMACs = FLOPs / 2, the papers\' "FLOPs"), one 224x224 image; the papers round '
+          f'params to the million. "top-1": the paper\'s; "weights": the number published for the weights this '
+          f'project loads (timm model cards). Sources: asmlp/data/imagenet.json. Cached (--refresh recounts).')
+
+
 def _bench(args: argparse.Namespace) -> None:
     if args.what == 'shift':
         from .bench.shift import main
@@ -47,6 +82,10 @@ def _bench(args: argparse.Namespace) -> None:
     elif args.what == 'fused':
         from .bench.fused import main
         main(repeat=args.repeat or 50)
+    elif args.what == 'throughput':
+        from .bench.throughput import DEFAULT_BATCH, main
+        main(args.models, batch=args.batch or DEFAULT_BATCH, repeat=args.repeat or 5, threads=args.threads,
+             device=args.device, precision=args.precision, channels_last=args.channels_last, as_json=args.json)
     elif args.what == 'compile':
         from .bench.compile import DEFAULT_MODELS, main
         main(args.models or DEFAULT_MODELS, args.size, repeat=args.repeat or 10, threads=args.threads)
@@ -76,16 +115,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     info.add_argument('--size', nargs=2, type=_positive_size, default=(512, 2048), metavar=('H', 'W'))
     info.add_argument('--json', action='store_true', help='print only a JSON list')
     info.add_argument('--models', nargs='+', metavar='NAME', help='only these zoo models (default: all)')
+    info.add_argument('--imagenet', action='store_true',
+                      help='the ImageNet classifiers instead (params, GMACs at 224 beside the papers\' Table 1)')
     info.add_argument('--refresh', action='store_true', help='recount instead of using the cached counts')
     info.set_defaults(func=_info)
     bench = sub.add_parser('bench', help='benchmarks (results belong in BENCHMARKS.md)')
-    bench.add_argument('what', choices=['shift', 'models', 'fused', 'app', 'compile'])
+    bench.add_argument('what', choices=['shift', 'models', 'fused', 'app', 'compile', 'throughput'])
     bench.add_argument('--threads', type=int, default=2)
     bench.add_argument('--repeat', type=_positive_size, help='timed runs per measurement (shift 300, models 5, fused 50)')
     bench.add_argument('--size', nargs=2, type=_positive_size, metavar=('H', 'W'),
                        help='input size of bench models (default 512 512) / image size of bench app (512 683)')
     bench.add_argument('--models', nargs='+', help='zoo names for bench models / app (default: the light T/S ones); '
-                       'for bench compile also timm classifiers (default asmlp_tiny upernet_asmlp_nano)')
+                       'for bench compile also timm classifiers (default asmlp_tiny upernet_asmlp_nano); for bench '
+                       'throughput the ImageNet classifiers of `info --imagenet` (default: all)')
+    bench.add_argument('--batch', type=_positive_size, help='bench throughput: images per forward (default 64, AS-MLP '
+                       'Table 1)')
+    bench.add_argument('--device', default='cpu', help='bench throughput: cpu or cuda')
+    bench.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
+                       help='bench throughput: autocast precision')
+    bench.add_argument('--channels-last', action='store_true', help='bench throughput: channels_last inputs/models')
+    bench.add_argument('--json', action='store_true', help='bench throughput: print one JSON object')
     bench.set_defaults(func=_bench)
     # the other sub-commands: only the chosen one's module is imported (a cached `info` needs neither torch nor timm);
     # all of them for --help or an unknown command
@@ -99,7 +148,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 COMMANDS = {  # sub-command -> the module whose register_cli(subparsers) adds it
     'convert': '.convert', 'pin': '.hub.cli', 'publish': '.hub.cli', 'download': '.hub.cli', 'mirror': '.hub.cli',
-    'train-demo': '.demo.cli',
+    'train-demo': '.demo.cli', 'erf': '.explain.cli',
     'evaluate': '.evaluation.cli', 'predict': '.evaluation.cli', 'synth-ade20k': '.evaluation.cli',
 }
 

@@ -20,10 +20,10 @@ PACKAGE = Path(__file__).resolve().parent
 COUNTING_CODE = ('metrics.py', 'memory.py', 'zoo.py', 'models', 'ops')  # what builds and counts a model
 
 
-def code_fingerprint() -> str:
-    """sha256 of the source files that decide the counts."""
+def code_fingerprint(extra: tuple[str, ...] = ()) -> str:
+    """sha256 of the source files that decide the counts (``extra``: more of them, relative to the package)."""
     digest = hashlib.sha256(__version__.encode())
-    for entry in COUNTING_CODE:
+    for entry in (*COUNTING_CODE, *extra):
         path = PACKAGE / entry
         for file in sorted(path.rglob('*.py')) if path.is_dir() else [path]:
             digest.update(file.relative_to(PACKAGE).as_posix().encode() + b'\0' + file.read_bytes())
@@ -47,6 +47,30 @@ def cached_segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048), ref
             pass
     from .metrics import segmenter_metrics
     row = segmenter_metrics(name, tuple(size))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(row)))
+    except OSError:
+        pass
+    return row
+
+
+def cached_classifier_metrics(name: str, refresh: bool = False) -> dict:
+    """:func:`asmlp.classifiers.classifier_metrics` of ``name`` (at 224x224), from the cache when it holds them.
+    The key adds the classifier's entry, ``classifiers.py`` and timm's version (Swin and DeiT are timm's code)."""
+    from importlib.metadata import version
+
+    from .classifiers import classifier_entry
+    key = json.dumps({'entry': classifier_entry(name), 'timm': version('timm'),
+                      'code': code_fingerprint(('classifiers.py',))}, sort_keys=True)
+    path = cache_dir() / 'counts' / f'imagenet_{name}_224_{hashlib.sha256(key.encode()).hexdigest()[:16]}.json'
+    if not refresh:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    from .classifiers import classifier_metrics
+    row = classifier_metrics(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(row)))

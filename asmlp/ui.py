@@ -21,13 +21,14 @@ import plotly
 
 from . import viz
 from .app_options import DEVICES, PRECISIONS, default_short_side
+from .classifiers import DEFAULT_CLASSIFIERS
 from .report import metrics_figure, metrics_table, paper_table
 from .image_io import ImageInputError, load_image
 from .limits import Busy, InferenceTimeout, Limits
 from .paths import REPO_ROOT
 from .presets import default_preset, grouped_choices, preset, presets
 from .ui_inputs import CheckboxGroup, Dropdown, ImageUpload, Radio, Slider, refusal
-from .zoo import list_models, model_entry
+from .zoo import list_models
 
 if TYPE_CHECKING:  # the page is built without torch; the engine (torch, timm, the models) comes later
     from .service import Engine
@@ -93,6 +94,48 @@ global after its first block. *Effective* (Luo et al. 2016): the gradient of the
 respect to the input, on your image, for the loaded weights (log-scaled). UperNet's pooling makes every *head*
 output global, so the comparison is made at the backbone stages.
 """
+
+
+CLASSIFY_TEXT = """
+**ImageNet-1K classification.** Trained AS-MLP-T and AS-MLP-S exist only as the official ImageNet classifiers,
+so this is where they can be seen trained next to Swin-T/S/B and DeiT-S/B (timm's `ms_in1k` / `fb_in1k` weights).
+Each model gets timm's own eval transform for its weights (resize, centre crop at 224, mean/std); the table shows
+each one's top-5 classes with softmax probabilities, the latency is one forward at batch 1 on this machine.
+"""
+
+NO_TRAINED_SEGMENTERS = ('Trained UperNet-AS-MLP-T/S segmenters do not exist: only AS-MLP-B was released for '
+                         'ADE20K; AS-MLP-T/S were released as ImageNet classifiers — see them trained in the '
+                         '**Classify** tab.')
+
+
+def _classifier_choices() -> list[tuple[str, str]]:
+    from .classifiers import classifier_entry, list_classifiers, weights_on_disk
+    return [(f'{classifier_entry(n)["title"]} ({"weights here" if weights_on_disk(n) else "no weights here"})', n)
+            for n in list_classifiers()]
+
+
+def _classify_outputs(results, info) -> tuple[str, list[list[str]], list[dict]]:
+    """Markdown (image, agreement, weights, latency), the top-5 table side by side, the results as JSON."""
+    from .classify import agreement
+    agree = agreement(results)
+    if len(results) < 2:
+        agree_text = 'Choose two or more classifiers to see where they agree.'
+    elif agree['same_top1']:
+        agree_text = f'All {len(results)} agree on the top class: **{html.escape(agree["top1"])}**.'
+    else:
+        agree_text = 'The top classes differ.'
+    if len(results) > 1:
+        shared = agree['in_every_top5']
+        agree_text += (f' In every top-5: {", ".join(html.escape(c) for c in shared)}.' if shared else
+                       ' No class is in every top-5.')
+    lines = [f'Image: {info.describe()}.', '', agree_text, '', '| model | weights | input | latency (batch 1) |',
+             '|---|---|---|---|']
+    for r in results:
+        lines.append(f'| **{r.title}** | {html.escape(r.status.message)} | {r.input_size[0]}x{r.input_size[1]} | '
+                     f'{1e3 * r.seconds:.0f} ms |')
+    table = [[str(rank + 1)] + [f'{r.labels[rank].split(",")[0]} {100 * r.probs[rank]:.1f}%' for r in results]
+             for rank in range(min(len(r.indices) for r in results))]
+    return '\n'.join(lines), table, [r.as_dict() for r in results]
 
 
 def animated_figure(elem_id: str, height: int = 460) -> gr.HTML:
@@ -240,11 +283,47 @@ def _compare_outputs(image, info, results, opacity, aug, expected: int):
             state)
 
 
-def build_app(engine: Union['Engine', EngineStarter, None] = None) -> gr.Blocks:
+def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: Optional['Engine'] = None) -> gr.Blocks:
     """The app over ``engine`` (an :class:`asmlp.service.Engine`, or an :class:`EngineStarter` that creates one in
-    the background; default: a starter that creates it on the first request)."""
+    the background; default: a starter that creates it on the first request). ``classifiers``: the engine that
+    holds the ImageNet classifiers (default: one whose loader is :func:`asmlp.classifiers.load_classifier`, created
+    with the first classification); their work is admitted and run by ``engine``, like the rest."""
     starter = engine if isinstance(engine, EngineStarter) else EngineStarter(engine)
+    classifier_engines, classifier_lock = [classifiers] if classifiers is not None else [], threading.Lock()
+
+    def classifier_engine(engine: 'Engine') -> 'Engine':
+        with classifier_lock:
+            if not classifier_engines:
+                from .classifiers import load_classifier
+                from .service import Engine
+                classifier_engines.append(Engine(loader=load_classifier, limits=engine.limits))
+            return classifier_engines[0]
     gr.set_static_paths(paths=[str(PLOTLY_JS_DIR)])
+
+    def download_classifiers(classifiers, names, device):
+        """Weights fetched with the request's turn, before its time budget starts (a download is not inference)."""
+        from .classifiers import prefetch_classifier
+        for n in names:
+            if not classifiers.is_cached(n, device):
+                prefetch_classifier(n)
+
+    def classify(image_path, names, progress=gr.Progress()):
+        if not image_path:
+            raise refusal('Upload an image or pick an example first.')
+        with answering('Classification'):
+            from .classify import check_classifier_names
+            from .classify import classify as classify_image
+            from .service import resolve_device
+            engine = starter.get(progress)
+            classifiers = classifier_engine(engine)
+            with engine.admit():
+                image, info = load_image(image_path)
+                names = check_classifier_names(names if names is not None else DEFAULT_CLASSIFIERS)
+                device = resolve_device('auto')
+                results = engine.run(lambda: classify_image(image, names, lambda n: classifiers.get(n, device)),
+                                     prepare=lambda: download_classifiers(classifiers, names, device))
+            markdown, table, data = _classify_outputs(results, info)
+            return markdown, dict(headers=['rank'] + [r.title for r in results], data=table), data
 
     def compare(image_path, models, device, precision, short_side, opacity, aug='none', progress=gr.Progress()):
         """Each model's panel as soon as that model is done (a generator), the disagreement view when all are; the
@@ -317,23 +396,55 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None) -> gr.Blocks:
             return metrics_table(rows), metrics_figure(rows)
 
     def erf(image_path, models, short_side, progress=gr.Progress()):
-        from .explain import effective_rf, erf_figure
-        from .preprocess import preprocess
         if not image_path:
             raise refusal('Upload an image (Compare tab) first.')
         with answering('The receptive-field computation'):
             import torch
 
+            from .explain import effective_rf, erf_figure
+            from .preprocess import preprocess
             from .service import check_model_names
             engine = starter.get(progress)
             with engine.admit():
                 image, _ = load_image(image_path)
                 names = check_model_names(models)
                 x = preprocess(image, (4 * int(short_side), int(short_side)))
-                maps = engine.run(lambda: {
-                    model_entry(n)['title']: effective_rf(engine.get(n, torch.device('cpu')).model.backbone, x)
-                    for n in names})
-            return erf_figure(maps, max_cells=64)
+
+                def work():
+                    from .explain.subjects import segmenter_subject
+                    loaded = {n: engine.get(n, torch.device('cpu')) for n in names}
+                    subjects = [segmenter_subject(n, lo.model, lo.status) for n, lo in loaded.items()]
+                    return {s.title: effective_rf(s.backbone, x) for s in subjects}, {
+                        s.title: s.stage_labels for s in subjects}
+                maps, labels = engine.run(work)
+            return erf_figure(maps, stage_labels=labels, max_cells=64)
+
+    def erf_imagenet(image_path, names, progress=gr.Progress()):
+        """The ERF of the ImageNet backbones at 224 (their training size) on a centre crop of the image."""
+        if not image_path:
+            raise refusal('Upload an image (Compare tab) first.')
+        with answering('The receptive-field computation'):
+            import torch
+
+            from .classify import check_classifier_names
+            from .explain import effective_rf, erf_figure
+            from .explain.subjects import classifier_subject, square_input
+            engine = starter.get(progress)
+            classifiers = classifier_engine(engine)
+            with engine.admit():
+                image, _ = load_image(image_path)
+                names = check_classifier_names(names)
+                x = square_input(image, 224)
+
+                def work():
+                    subjects = [classifier_subject(n, lo.model, lo.status)
+                                for n, lo in ((n, classifiers.get(n, torch.device('cpu'))) for n in names)]
+                    return {s.title: effective_rf(s.backbone, x) for s in subjects}, {
+                        s.title: s.stage_labels for s in subjects}
+                cpu = torch.device('cpu')
+                maps, labels = engine.run(work, prepare=lambda: download_classifiers(classifiers, names, cpu))
+            return erf_figure(maps, stage_labels=labels, max_cells=56,
+                              title='Effective receptive field of the centre position — ImageNet backbones, 224x224')
 
     with gr.Blocks(title='AS-MLP architecture explorer') as demo:
         gr.Markdown('# AS-MLP architecture explorer\nHow an axial-shift MLP '
@@ -359,6 +470,7 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None) -> gr.Blocks:
                     chosen = list(preset(chosen_preset)['models'])
                     models = CheckboxGroup(_model_choices(), value=chosen, label='Models (weights: before loading)',
                                            elem_id='models')
+                    gr.Markdown(NO_TRAINED_SEGMENTERS, elem_id='no-trained-segmenters')
                     with gr.Row():
                         device = Radio(list(DEVICES), value='auto', label='Device')
                         precision = Radio(list(PRECISIONS), value='auto', label='Precision')
@@ -387,6 +499,26 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None) -> gr.Blocks:
                                           interactive=False, wrap=True)
                 metrics_plot = gr.Plot(label='Latency and GMACs', elem_id='metrics-plot')
 
+        with gr.Tab('Classify'):
+            gr.Markdown(CLASSIFY_TEXT)
+            with gr.Row():
+                with gr.Column(scale=1):
+                    classify_image_input = ImageUpload(type='filepath', label='Image', elem_id='classify-image',
+                                                       height=320, sources=['upload', 'clipboard'])
+                    photos = sorted(map(str, EXAMPLES_DIR.glob('*.jpg')))
+                    if photos:
+                        gr.Examples(photos, inputs=classify_image_input,
+                                    label='Examples (licences: assets/examples/LICENSES.md)')
+                    classifier_names = CheckboxGroup(_classifier_choices(), value=list(DEFAULT_CLASSIFIERS),
+                                                     label='Classifiers (weights: before loading)',
+                                                     elem_id='classifiers')
+                    classify_btn = gr.Button('Classify', variant='primary', elem_id='classify')
+                with gr.Column(scale=2):
+                    classify_status = gr.Markdown(elem_id='classify-status')
+                    classify_table = gr.Dataframe(label='Top-5 (softmax probability)', interactive=False, wrap=True,
+                                                  elem_id='classify-table')
+                    with gr.Accordion('As data', open=False):
+                        classify_json = gr.JSON(label='Top-5 per model', elem_id='classify-json')
         with gr.Tab('Axial shift'):
             gr.Markdown(SHIFT_TEXT)
             with gr.Row():
@@ -411,6 +543,12 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None) -> gr.Blocks:
             with gr.Row():
                 erf_size = Slider(64, 512, value=224, step=32, label='ERF input size (short side, px)')
                 erf_btn = gr.Button('Effective receptive fields of the chosen models on the image', elem_id='erf')
+            with gr.Row():
+                erf_classifiers = CheckboxGroup(_classifier_choices(), value=list(DEFAULT_CLASSIFIERS),
+                                                label='ImageNet backbones (trained AS-MLP-T/S exist only as these)',
+                                                elem_id='erf-classifiers')
+                erf_imagenet_btn = gr.Button('Effective receptive fields of the ImageNet backbones (224x224 centre '
+                                             'crop)', elem_id='erf-imagenet')
             erf_plot = gr.Plot(label='Effective receptive field per stage', elem_id='erf-plot')
         with gr.Tab('About'):
             gr.Markdown(ABOUT)
@@ -426,6 +564,11 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None) -> gr.Blocks:
         model_workers = starter.limits.model_event_concurrency
         erf_btn.click(erf, [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
                       concurrency_id='models')
+        classify_btn.click(classify, [classify_image_input, classifier_names],
+                           [classify_status, classify_table, classify_json], api_name='classify',
+                           concurrency_limit=model_workers, concurrency_id='models')
+        erf_imagenet_btn.click(erf_imagenet, [image, erf_classifiers], [erf_plot], api_name='erf_imagenet',
+                               concurrency_limit=model_workers, concurrency_id='models')
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
         demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
 

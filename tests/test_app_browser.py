@@ -97,3 +97,20 @@ def test_shift_animation_plays(app_page):
     page.get_by_role('tab', name='Receptive fields').click()
     page.locator('#rf-anim .js-plotly-plot').wait_for(timeout=60_000)
     page.screenshot(path=str(OUT / 'receptive_fields.png'), full_page=True)
+
+
+def test_classify_tab_gives_three_top5_lists(app_page):
+    page = app_page
+    page.get_by_role('tab', name='Classify').click()
+    expect(page.locator('#classifiers input[type=checkbox]:checked')).to_have_count(3)  # AS-MLP-T, Swin-T, DeiT-S
+    page.locator('#classify-image input[type=file]').set_input_files(EXAMPLE)
+    page.locator('#classify').click()
+    table = page.locator('#classify-table')
+    expect(table).to_contain_text('DeiT-S', timeout=240_000)
+    for title in ('rank', 'AS-MLP-T', 'Swin-T'):
+        expect(table).to_contain_text(title)
+    page.screenshot(path=str(OUT / 'classify.png'), full_page=True)
+    assert table.inner_text().count('%') == 15  # three top-5 lists side by side, one probability per cell
+    expect(page.locator('#classify-status')).to_contain_text('latency')
+    expect(page.locator('#classify-status')).to_contain_text('no weights')
+    page.screenshot(path=str(OUT / 'classify.png'), full_page=True)

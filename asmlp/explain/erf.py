@@ -155,23 +155,36 @@ def erf_area_ratio(erf: np.ndarray, thresholds: Sequence[float] = ERF_THRESHOLDS
 
 
 def erf_figure(erfs: Mapping[str, Sequence[np.ndarray]] | Sequence[np.ndarray],
-               stage_labels: Sequence[str] | None = None, normalize: str | None = 'log', max_cells: int = 128,
-               ratio_threshold: float = 0.5, title: str | None = 'Effective receptive field of the centre position'
-               ) -> go.Figure:
+               stage_labels: Sequence[str] | Mapping[str, Sequence[str]] | None = None, normalize: str | None = 'log',
+               max_cells: int = 128, ratio_threshold: float = 0.5,
+               title: str | None = 'Effective receptive field of the centre position') -> go.Figure:
     """ERF heatmaps side by side: one row per model (a mapping name -> maps, or one list of maps), one column per
     stage; each map normalised with :func:`normalize_erf` (``normalize``), on one shared [0, 1] colour scale.
 
-    Panel titles give the area ratio at ``ratio_threshold`` (:func:`erf_area_ratio` of the normalised map).
-    Maps larger than ``max_cells`` a side are averaged over ``factor x factor`` pixel blocks for the display.
+    Each row is named once, above its first panel; panel titles are short: the stage label (``stage_labels``: one
+    list for every row, or one per row name, e.g. ViT blocks) and the area ratio at ``ratio_threshold``
+    (:func:`erf_area_ratio` of the normalised map). The figure's height follows its rows. Maps larger than
+    ``max_cells`` a side are averaged over ``factor x factor`` pixel blocks for the display.
     """
     rows = dict(erfs) if isinstance(erfs, Mapping) else {'': list(erfs)}
     if not rows or not all(len(m) for m in rows.values()):
         raise ValueError('erfs must hold at least one map per model')
-    n_cols = max(len(m) for m in rows.values())
-    labels = list(stage_labels) if stage_labels is not None else [f'stage {i + 1}' for i in range(n_cols)]
-    fig = make_subplots(rows=len(rows), cols=n_cols, horizontal_spacing=0.02, vertical_spacing=0.09)
+    n_rows, n_cols = len(rows), max(len(m) for m in rows.values())
+
+    def labels_of(name: str) -> list[str]:
+        if isinstance(stage_labels, Mapping):
+            given = stage_labels.get(name)
+        else:
+            given = stage_labels
+        return list(given) if given is not None else [f'stage {i + 1}' for i in range(n_cols)]
+
+    panel_px, gap_px, top_px = 210, 58, 132  # a row: its name, the panel titles, the maps
+    plot_px = n_rows * panel_px + (n_rows - 1) * gap_px
+    fig = make_subplots(rows=n_rows, cols=n_cols, horizontal_spacing=0.02,
+                        vertical_spacing=gap_px / plot_px if n_rows > 1 else 0.0)
     annotations = []
     for r, (name, maps) in enumerate(rows.items()):
+        labels = labels_of(name)
         for c, erf in enumerate(maps):
             norm = normalize_erf(erf, normalize)
             side, ratio = erf_area_ratio(norm, (ratio_threshold,))[ratio_threshold]
@@ -182,20 +195,24 @@ def erf_figure(erfs: Mapping[str, Sequence[np.ndarray]] | Sequence[np.ndarray],
                 hovertemplate='x %{x:.0f} px, y %{y:.0f} px<br>%{z:.3f}<extra></extra>'), row=r + 1, col=c + 1)
             xa = fig.layout[f'xaxis{r * n_cols + c + 1 if r * n_cols + c else ""}'].domain
             ya = fig.layout[f'yaxis{r * n_cols + c + 1 if r * n_cols + c else ""}'].domain
-            head = ' · '.join(s for s in (f'<b>{name}</b>' if name else '', labels[c] if c < len(labels) else '') if s)
+            if c == 0 and name:
+                annotations.append(dict(x=0, y=ya[1], xref='paper', yref='paper', xanchor='left', yanchor='bottom',
+                                        yshift=20, showarrow=False, font=dict(size=12, color=INK),
+                                        text=f'<b>{name}</b>'))
+            label = labels[c] if c < len(labels) else ''
             annotations.append(dict(
                 x=(xa[0] + xa[1]) / 2, y=ya[1], xref='paper', yref='paper', xanchor='center', yanchor='bottom',
-                showarrow=False, font=dict(size=11, color=INK),
-                text=f'{head}<br><span style="color:{MUTED}">{ratio_threshold:.0%} in {side} px square '
-                     f'({ratio:.1%})</span>'))
-    apply_style(fig, title=title, height=90 + 250 * len(rows),
+                showarrow=False, font=dict(size=10, color=MUTED),
+                text=f'{label + " · " if label else ""}{ratio_threshold:.0%} in {side} px ({ratio:.1%})'))
+    apply_style(fig, title=title, height=top_px + plot_px + 16,
                 subtitle=f'gradient of the centre position w.r.t. the input · panel: the centred square holding '
                          f'{ratio_threshold:.0%} of the map (share of the image)')
     fig.update_layout(
-        annotations=annotations, margin=dict(t=116),
+        annotations=annotations, margin=dict(t=top_px),
+        title=dict(pad=dict(t=34)),  # below the label a gr.Plot draws over the figure's top left
         coloraxis=dict(colorscale=SEQUENTIAL, cmin=0 if normalize else None, cmax=1 if normalize else None,
                        colorbar=dict(
-            thickness=10, len=0.8, outlinewidth=0, tickfont=dict(size=10, color=MUTED),
+            thickness=10, len=min(0.8, 400 / plot_px + 0.1), outlinewidth=0, tickfont=dict(size=10, color=MUTED),
             title=dict(text={'log': 'log10(x+1)<br>/ max', 'power': 'x^0.2<br>/ max', 'max': 'x / max'}.get(
                 normalize, 'grad'), font=dict(size=10, color=MUTED)))))
     map_axes(fig)

@@ -16,7 +16,8 @@ One source per object, in the zoo's order of preference::
   hand from ``page``).
 - ``format``: what the file holds, i.e. which converter reads it (``native`` = this project's own segmenter
   state_dict, read without conversion).
-- ``kind``: ``ade20k`` (a trained segmenter) or ``imagenet-backbone`` (only the backbone is trained).
+- ``kind``: ``ade20k`` (a trained segmenter) or ``imagenet-backbone`` (only the backbone is trained); for the
+  ImageNet classifiers of ``data/imagenet.json`` (:mod:`asmlp.classifiers`): ``imagenet`` (the whole classifier).
 - ``revision`` is a named ref (branch, tag, ``refs/pr/N``); ``commit`` is the 40-hex commit it was pinned to by
   ``python -m asmlp pin`` (null until then: such a source is shown as "unpinned (ref main)"). Never hand-written.
 - ``filename``: the file's official name; a file of that name dropped in ``weights/`` is used before any download.
@@ -35,9 +36,10 @@ from typing import Any, Optional
 __all__ = ['KINDS', 'FORMATS', 'TYPES', 'DOWNLOAD_TYPES', 'NAMESPACE_ENV', 'WeightSource', 'weight_sources',
            'namespace_source', 'validate_source']
 
-KINDS = ('ade20k', 'imagenet-backbone')
+KINDS = ('ade20k', 'imagenet-backbone', 'imagenet')  # imagenet: a whole ImageNet classifier (data/imagenet.json)
 FORMATS = ('native', 'hf-upernet-swin', 'swin-official-upernet', 'mmseg-swin-upernet', 'mmseg-setr',
-           'asmlp-imagenet', 'asmlp-mmseg-upernet')  # the formats of asmlp.convert.FORMATS
+           'asmlp-imagenet', 'asmlp-mmseg-upernet',  # the formats of asmlp.convert.FORMATS
+           'timm')  # a timm model's own state_dict (timm/<name> on the Hub), loaded by timm itself
 TYPES = ('hub', 'url', 'sharepoint', 'manual')
 DOWNLOAD_TYPES = ('url', 'sharepoint')  # fetched by asmlp.hub.fetch.download
 SHA256_RE = re.compile(r'[0-9a-f]{64}')

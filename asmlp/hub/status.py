@@ -6,7 +6,7 @@ from typing import Optional
 
 __all__ = ['WeightStatus', 'STATUS_KINDS', 'UNTRAINED_MESSAGE']
 
-STATUS_KINDS = ('ade20k', 'imagenet-backbone', 'demo', 'none')
+STATUS_KINDS = ('ade20k', 'imagenet-backbone', 'demo', 'none', 'imagenet')
 UNTRAINED_MESSAGE = 'no weights — untrained, masks are meaningless'
 
 
@@ -16,7 +16,8 @@ class WeightStatus:
 
     - ``kind``: ``'ade20k'`` (a trained segmenter), ``'imagenet-backbone'`` (the head is random: not a pretrained
       segmenter, masks are not meaningful), ``'demo'`` (weights from ``weights/demo/``, not a published model) or
-      ``'none'`` (untrained).
+      ``'none'`` (untrained); ImageNet classifiers (:func:`asmlp.classifiers.load_classifier`): ``'imagenet'``
+      (trained on ImageNet-1K) or ``'none'``.
     - ``source``: a path, ``repo@revision`` (commit when pinned) or a URL; None for ``'none'``.
     - ``revision_pinned``: False only for Hub files fetched by a named ref (branch, tag, PR) — the bytes behind a
       ref can change; True for a pinned commit and for files identified by their ``sha256`` (local, URL).
@@ -36,5 +37,5 @@ class WeightStatus:
 
     @property
     def pretrained(self) -> bool:
-        """True only for a trained segmenter (``kind == 'ade20k'``)."""
-        return self.kind == 'ade20k'
+        """True only for a trained model: a segmenter with ADE20K weights, a classifier with ImageNet weights."""
+        return self.kind in ('ade20k', 'imagenet')
