@@ -23,6 +23,8 @@ from .limits import Busy, InferenceTimeout
 from .paths import REPO_ROOT
 from .presets import default_preset, grouped_choices, preset, presets
 from .service import DEVICES, PRECISIONS, Engine, check_model_names, default_short_side
+from .space.warmup import start_warm_up
+from .space.zerogpu import gpu_handler
 from .ui_inputs import CheckboxGroup, Dropdown, ImageUpload, Radio, Slider, refusal
 from .zoo import list_models, model_entry
 
@@ -255,6 +257,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
                                          label='Preset', elem_id='preset')
                     preset_note = gr.Markdown(_preset_note(chosen_preset), elem_id='preset-note')
                     chosen = list(preset(chosen_preset)['models'])
+                    warm_up = start_warm_up(engine, chosen)  # a cold cpu-basic Space loads them from start-up
                     models = CheckboxGroup(_model_choices(), value=chosen, label='Models (weights: before loading)',
                                            elem_id='models')
                     with gr.Row():
@@ -322,12 +325,15 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         # model events: enough Gradio workers that a request reaches engine.admit() at once, which runs one,
         # queues Limits.max_waiting and turns the rest away with BUSY_MESSAGE (RELIABILITY.md)
         model_workers = engine.limits.model_event_concurrency
-        erf_btn.click(erf, [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
+        # ZeroGPU: the model handlers run as @spaces.GPU calls, elsewhere unchanged (asmlp/space/zerogpu.py)
+        erf_btn.click(gpu_handler(erf, 'erf', engine), [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
                       concurrency_id='models')
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
         demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
+        if warm_up is not None:  # the first visit after a cold start says what is loading
+            demo.load(warm_up.note, None, [status], api_visibility='private', show_progress='hidden')
 
-        run.click(compare, [image, models, device, precision, short_side, opacity, aug],
+        run.click(gpu_handler(compare, 'compare', engine, status_output=0), [image, models, device, precision, short_side, opacity, aug],
                   [status, masks, overlays, legend, disagreement, disagreement_text, state], api_name='compare',
                   concurrency_limit=model_workers, concurrency_id='models')
         opacity.change(reblend, [state, opacity], [overlays], api_visibility='private', show_progress='hidden')
@@ -339,6 +345,6 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         tta_inputs = [aug, models, device, precision, short_side, state]
         for trigger in (aug.change, models.change, short_side.change, state.change):
             trigger(tta_estimate, tta_inputs, [tta_note], api_visibility='private', show_progress='hidden')
-        measure_btn.click(measure, [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
+        measure_btn.click(gpu_handler(measure, 'measure', engine), [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
                           api_name='measure', concurrency_limit=model_workers, concurrency_id='models')
     return demo

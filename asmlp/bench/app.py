@@ -33,9 +33,11 @@ DEFAULT_SIZE = (512, 683)  # issue 6: an ADE20K-like 512x683 image
 EXAMPLE = REPO / 'assets' / 'examples' / 'rocket_launch.jpg'
 
 
-def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90) -> tuple[subprocess.Popen, str]:
+def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90,
+              cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``python app.py`` on a free loopback port, offline; return the process and its URL once it answers
-    HTTP. Its output goes to ``log_path``."""
+    HTTP. Its output goes to ``log_path``. ``cwd``: the folder whose ``app.py`` runs (default: this repository;
+    e.g. a Space folder of ``python -m asmlp export-space``)."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
@@ -43,8 +45,8 @@ def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90
                **(extra_env or {}))
     env.pop('TRITON_INTERPRET', None)
     with open(log_path, 'w') as log:
-        proc = subprocess.Popen([sys.executable, 'app.py', '--port', str(port)], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, 'app.py', '--port', str(port)], cwd=cwd or REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}/'
     deadline = time.monotonic() + timeout
     while True:
