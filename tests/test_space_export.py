@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # hub-docs docs/hub/spaces-zerogpu.md (HEAD 242f4a1): the versions ZeroGPU supports
 ZERO_GPU_PYTHON = ('3.10.13', '3.12.12')
 ZERO_GPU_TORCH = ('2.8.0', '2.9.1', '2.10.0', '2.11.0')
-TORCHVISION_FOR = {'2.8.0': '0.23.0', '2.9.1': '0.24.1', '2.10.0': '0.25.0', '2.11.0': '0.26.0'}  # PyTorch release pairs
+TORCHVISION_FOR = {'2.8.0': '0.23.0', '2.9.1': '0.24.1', '2.10.0': '0.25.0', '2.11.0': '0.26.0'}  # PyTorch's pairs
 PYENV = Path('/root/.pyenv/versions')
 
 
@@ -216,7 +216,8 @@ def test_push_uploads_the_folder_and_asks_for_zero_gpu(hub, tmp_path, capsys):
     _, repo, repo_type, files, message = upload
     on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_file())
     assert repo == 'me/asmlp' and repo_type == 'space' and 'zero-gpu' in message
-    assert files == [f for f in on_disk if f != '.asmlp-space.json'] and 'weights/demo/upernet_asmlp_nano/model.safetensors' in files
+    assert files == [f for f in on_disk if f != '.asmlp-space.json']
+    assert 'weights/demo/upernet_asmlp_nano/model.safetensors' in files and 'asmlp/space/zerogpu.py' in files
     assert hardware == ('request_space_hardware', 'me/asmlp', 'zero-a10g')  # ZeroGPU's Hub flavor name
     out = capsys.readouterr().out
     assert 'commit/' in out and 'hardware zero-a10g requested' in out

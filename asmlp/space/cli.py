@@ -50,12 +50,13 @@ def run_push_space(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers) -> None:
-    from .hardware import HARDWARE
+    from .hardware import hardware_kinds
     export = subparsers.add_parser('export-space', help='write a Hugging Face Space folder for cpu-basic or ZeroGPU '
                                                         '(and push it with --push)')
     export.add_argument('dir', help='the folder to write (empty, or an earlier export: replaced)')
-    export.add_argument('--hardware', choices=HARDWARE, default='cpu-basic')
-    export.add_argument('--push', metavar='USER/SPACE', help='then create or update this Space and request the hardware')
+    export.add_argument('--hardware', choices=hardware_kinds(), default='cpu-basic')
+    export.add_argument('--push', metavar='USER/SPACE',
+                        help='then create or update this Space and request the hardware')
     export.add_argument('--private', action='store_true', help='a private Space (with --push)')
     export.set_defaults(func=run_export_space)
     push = subparsers.add_parser('push-space', help='upload a folder written by export-space to a Space')

@@ -14,15 +14,19 @@ import os
 from importlib import resources
 from typing import Any, Optional
 
-__all__ = ['HARDWARE', 'hardware_spec', 'zero_gpu', 'on_space', 'current_hardware', 'space_preset']
+__all__ = ['hardware_kinds', 'hardware_spec', 'zero_gpu', 'on_space', 'current_hardware', 'space_preset']
 
-HARDWARE = ('cpu-basic', 'zero-gpu')
 _TRUE = ('1', 'true', 'yes', 'on')
 
 
 @functools.lru_cache(maxsize=1)
 def _table() -> dict[str, Any]:
     return json.loads(resources.files('asmlp').joinpath('data/space.json').read_text())
+
+
+def hardware_kinds() -> tuple[str, ...]:
+    """The hardware kinds ``export-space`` writes folders for: ``cpu-basic``, ``zero-gpu``."""
+    return tuple(_table())
 
 
 def hardware_spec(hardware: str) -> dict[str, Any]:
