@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import pickle
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -100,13 +101,21 @@ def test_off_zero_gpu_the_handler_is_itself(monkeypatch):
 
 @pytest.mark.slow
 def test_the_app_serves_and_compares_with_spaces_on_zero_gpu(tmp_path):
-    """``python app.py`` with the stand-in ``spaces`` importable and SPACES_ZERO_GPU=true: compare, measure and erf
-    through the public API, each a pickled "GPU" call with its duration."""
+    """The exported ZeroGPU folder's ``python app.py`` with the stand-in ``spaces`` importable and
+    SPACES_ZERO_GPU=true: the papers' pair preselected; compare, measure and erf through the public API, each a
+    pickled "GPU" call with its duration."""
     from gradio_client import Client, handle_file
+
+    from asmlp.space.export import export_space
+    folder = export_space(tmp_path / 'space', 'zero-gpu').folder
     calls = tmp_path / 'calls.jsonl'
     proc, url = start_app(tmp_path / 'app.log', extra_env={
-        'PYTHONPATH': str(FAKES), 'SPACES_ZERO_GPU': 'true', 'FAKE_SPACES_LOG': str(calls)})
+        'PYTHONPATH': str(FAKES), 'SPACES_ZERO_GPU': 'true', 'FAKE_SPACES_LOG': str(calls)}, cwd=folder)
     try:
+        config = json.loads(urllib.request.urlopen(url + 'config', timeout=10).read())
+        values = {c['props'].get('elem_id'): c['props'].get('value') for c in config['components']}
+        assert values['preset'] == 'base'
+        assert values['models'] == ['upernet_asmlp_base', 'upernet_swin_base', 'setr_pup_vit_large']
         client = Client(url, verbose=False)
         status, masks, *_ = client.predict(handle_file(str(EXAMPLE)), DEMO, 'auto', 'auto', 128, 0.5,
                                            api_name='/compare')
