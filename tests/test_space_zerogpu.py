@@ -91,6 +91,25 @@ def test_the_gpu_duration_follows_the_work():
         zerogpu.estimate_seconds('compare', ['nope'], 128)
 
 
+def test_the_fused_kernel_is_used_where_it_compiles_else_the_fast_path_with_the_reason(monkeypatch):
+    """The probe on the CPU under the Triton interpreter (conftest sets TRITON_INTERPRET=1): the kernel runs and
+    agrees with the reference op; a kernel that fails to compile, or gives other numbers, means the fast path."""
+    import torch
+
+    from asmlp.ops import shift_triton
+    assert zerogpu.probe_fused_kernel(torch.device('cpu')) == (
+        'triton', 'fused Triton kernels (compiled on the CPU (Triton interpreter))')
+
+    def no_compile(*args, **kwargs):
+        raise RuntimeError('PTX .version 8.7 does not support .target sm_120\nmore')
+    monkeypatch.setattr(shift_triton, 'shift_mlp', no_compile)
+    backend, why = zerogpu.probe_fused_kernel('cpu')
+    assert backend == 'fast' and 'does not compile' in why and 'sm_120' in why and 'more' not in why
+    monkeypatch.setattr(shift_triton, 'shift_mlp', lambda *args, **kwargs: torch.zeros(1, 32, 12, 12))
+    backend, why = zerogpu.probe_fused_kernel('cpu')
+    assert backend == 'fast' and 'disagrees with the reference' in why
+
+
 def test_off_zero_gpu_the_handler_is_itself(monkeypatch):
     monkeypatch.delenv('SPACES_ZERO_GPU', raising=False)
     fn = lambda image_path, models, short_side: None  # noqa: E731

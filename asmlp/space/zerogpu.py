@@ -38,7 +38,8 @@ from typing import Any, Callable, Optional
 
 from .hardware import hardware_spec, zero_gpu
 
-__all__ = ['import_spaces', 'gpu_handler', 'estimate_seconds', 'shift_backend_note', 'to_cpu', 'HANDLERS']
+__all__ = ['import_spaces', 'gpu_handler', 'estimate_seconds', 'probe_fused_kernel', 'shift_backend_note', 'to_cpu',
+           'HANDLERS']
 
 log = logging.getLogger('asmlp.space')
 HANDLERS = ('compare', 'measure', 'erf')
@@ -98,31 +99,39 @@ def _request(kind: str, bound: inspect.BoundArguments) -> tuple[Any, int, str, i
     return models, args.get('short_side', 512), args.get('aug') or 'none', args.get('runs', 1)
 
 
-def _probe_fused() -> tuple[str, str]:
+def probe_fused_kernel(device) -> tuple[str, str]:
+    """``('triton', what)`` when AS-MLP's fused Triton kernel compiles on ``device`` and agrees with the reference
+    op there, else ``('fast', why not)``. CUDA devices (fp16), or the CPU under ``TRITON_INTERPRET=1`` (fp32)."""
     import torch
 
     from ..ops import axial_shift_mlp, use_backend
     from ..ops.backends import triton_status
-    gpu = f'{torch.cuda.get_device_name()} (sm_{"".join(map(str, torch.cuda.get_device_capability()))})'
+    device = torch.device(device)
+    if device.type == 'cuda':
+        capability = ''.join(map(str, torch.cuda.get_device_capability(device)))
+        where, dtype = f'{torch.cuda.get_device_name(device)} (sm_{capability})', torch.float16
+    else:
+        where, dtype = f'the {device.type.upper()} (Triton interpreter)', torch.float32
     problem = triton_status()
     if problem:
         return 'fast', f'fast path: Triton does not import here ({problem[:160]})'
     try:
-        generator = torch.Generator('cuda').manual_seed(0)
-        x, w_w, w_h = (torch.randn(shape, device='cuda', dtype=torch.float16, generator=generator)
+        generator = torch.Generator(device).manual_seed(0)
+        x, w_w, w_h = (torch.randn(shape, device=device, dtype=dtype, generator=generator)
                        for shape in ((1, 32, 12, 12), (32, 32), (32, 32)))
         with torch.inference_mode():
             with use_backend('triton'):
                 fused = axial_shift_mlp(x, w_w, None, w_h, None, 5, 1)
             with use_backend('reference'):
                 reference = axial_shift_mlp(x, w_w, None, w_h, None, 5, 1)
-        torch.cuda.synchronize()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
         if not torch.allclose(fused.float(), reference.float(), atol=2e-2, rtol=2e-2):
-            return 'fast', f'fast path: the fused Triton kernel disagrees with the reference on {gpu}'
+            return 'fast', f'fast path: the fused Triton kernel disagrees with the reference on {where}'
     except Exception as error:  # noqa: BLE001  (a kernel that does not compile for this GPU: the fast path runs)
         text = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        return 'fast', f'fast path: the fused Triton kernel does not compile on {gpu} ({type(error).__name__}: {text})'
-    return 'triton', f'fused Triton kernels (compiled on {gpu})'
+        return 'fast', f'fast path: the fused Triton kernel does not compile on {where} ({type(error).__name__}: {text})'
+    return 'triton', f'fused Triton kernels (compiled on {where})'
 
 
 def shift_backend_note() -> str:
@@ -134,7 +143,7 @@ def shift_backend_note() -> str:
     if not torch.cuda.is_available():
         return 'Shift op: fast path (no CUDA device in this call).'
     if not _probe:
-        _probe.append(_probe_fused())
+        _probe.append(probe_fused_kernel('cuda'))
     backend, text = _probe[0]
     use_backend(backend)
     return f'Shift op: {text}.'
