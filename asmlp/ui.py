@@ -326,14 +326,16 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         # queues Limits.max_waiting and turns the rest away with BUSY_MESSAGE (RELIABILITY.md)
         model_workers = engine.limits.model_event_concurrency
         # ZeroGPU: the model handlers run as @spaces.GPU calls, elsewhere unchanged (asmlp/space/zerogpu.py)
-        erf_btn.click(gpu_handler(erf, 'erf', engine), [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
+        erf_btn.click(gpu_handler(erf, 'erf', engine),
+                      [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
                       concurrency_id='models')
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
         demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
         if warm_up is not None:  # the first visit after a cold start says what is loading
             demo.load(warm_up.note, None, [status], api_visibility='private', show_progress='hidden')
 
-        run.click(gpu_handler(compare, 'compare', engine, status_output=0), [image, models, device, precision, short_side, opacity, aug],
+        run.click(gpu_handler(compare, 'compare', engine, status_output=0),
+                  [image, models, device, precision, short_side, opacity, aug],
                   [status, masks, overlays, legend, disagreement, disagreement_text, state], api_name='compare',
                   concurrency_limit=model_workers, concurrency_id='models')
         opacity.change(reblend, [state, opacity], [overlays], api_visibility='private', show_progress='hidden')
@@ -345,6 +347,7 @@ def build_app(engine: Engine | None = None) -> gr.Blocks:
         tta_inputs = [aug, models, device, precision, short_side, state]
         for trigger in (aug.change, models.change, short_side.change, state.change):
             trigger(tta_estimate, tta_inputs, [tta_note], api_visibility='private', show_progress='hidden')
-        measure_btn.click(gpu_handler(measure, 'measure', engine), [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
+        measure_btn.click(gpu_handler(measure, 'measure', engine),
+                          [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
                           api_name='measure', concurrency_limit=model_workers, concurrency_id='models')
     return demo

@@ -130,7 +130,8 @@ def probe_fused_kernel(device) -> tuple[str, str]:
             return 'fast', f'fast path: the fused Triton kernel disagrees with the reference on {where}'
     except Exception as error:  # noqa: BLE001  (a kernel that does not compile for this GPU: the fast path runs)
         text = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        return 'fast', f'fast path: the fused Triton kernel does not compile on {where} ({type(error).__name__}: {text})'
+        return 'fast', (f'fast path: the fused Triton kernel does not compile on {where} '
+                        f'({type(error).__name__}: {text})')
     return 'triton', f'fused Triton kernels (compiled on {where})'
 
 
