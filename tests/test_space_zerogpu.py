@@ -75,6 +75,12 @@ def test_a_bad_request_is_refused_before_any_gpu_is_asked_for(fake_spaces, monke
     fns = handlers(build_app(Engine()))
     with pytest.raises(gr.Error, match='unknown model'):
         fns['compare'](str(EXAMPLE), ['no_such_model'], 'cpu', 'fp32', 128, 0.5, 'none')
+    with pytest.raises(gr.Error, match='Upload an image'):
+        fns['compare'](None, DEMO, 'cpu', 'fp32', 128, 0.5, 'none')
+    with pytest.raises(gr.Error, match='Segment an image first'):
+        fns['measure'](None, 'cpu', 'fp32', 128, 1)
+    with pytest.raises(gr.Error, match='Upload an image'):
+        fns['erf'](None, DEMO, 64)
     assert fake_spaces.calls == []
 
 

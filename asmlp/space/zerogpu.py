@@ -4,7 +4,8 @@
 ZeroGPU ``spaces.GPU`` is a no-op anyway). On ZeroGPU each call of the returned handler
 
 1. checks the request and downloads the chosen models' weights in the main process, outside the GPU time
-   (:meth:`asmlp.service.Engine.prefetch`; a bad request is refused there without asking for a GPU);
+   (:meth:`asmlp.service.Engine.prefetch`; a request without an image / a compare state, or with unknown models,
+   is refused there without asking for a GPU);
 2. asks for a GPU for ``duration`` seconds, estimated from the chosen models, the inference size and the work
    (:func:`estimate_seconds`; ``spaces.GPU`` calls the estimator with the handler's arguments);
 3. runs the handler in ZeroGPU's forked worker: the axial shift takes the fused Triton kernels when they compile and
@@ -202,6 +203,8 @@ def gpu_handler(fn: Callable, kind: str, engine: Any = None, *, status_output: O
         from ..service import check_model_names
         from ..ui_inputs import refusal
         bound = signature.bind(*args, **kwargs)
+        if not bound.arguments.get('state' if kind == 'measure' else 'image_path'):
+            return fn(*args, **kwargs)  # nothing to run a model on: the handler refuses it here, with no GPU asked
         models, _, _, _ = _request(kind, bound)
         if models is not None and engine is not None:
             try:
