@@ -29,6 +29,7 @@ def fake_spaces(monkeypatch):
     monkeypatch.syspath_prepend(str(FAKES))
     monkeypatch.delitem(sys.modules, 'spaces', raising=False)
     import spaces
+    monkeypatch.setitem(sys.modules, 'spaces', spaces)  # gone again after the test
     assert spaces.__version__ == '0.0-test'
     spaces.calls.clear()
     return spaces
