@@ -177,6 +177,7 @@ def test_a_cold_cpu_basic_space_says_what_is_loading(monkeypatch):
     monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
     assert warmup.start_warm_up(engine, DEMO) is None  # ZeroGPU loads in its GPU worker
     monkeypatch.delenv('SPACES_ZERO_GPU')
+    assert not engine.cached()
     monkeypatch.setenv('SYSTEM', 'spaces')
     pending = warmup.WarmUp(engine, DEMO)
     assert 'Starting up' in pending.note() and '0 of 3 ready' in pending.note()
@@ -185,6 +186,21 @@ def test_a_cold_cpu_basic_space_says_what_is_loading(monkeypatch):
     assert warm.join(120)
     assert all(engine.is_cached(name, 'cpu') for name in DEMO)
     assert warm.note().startswith('Models ready since start-up')
+
+
+def test_zero_gpu_counts_the_preselected_models_from_start_up(monkeypatch, tmp_path):
+    """What the GPU duration estimate needs is counted in the background at start-up, not on the first request."""
+    import time
+
+    from asmlp.counts_cache import counts_path
+    monkeypatch.setenv('ASMLP_CACHE_DIR', str(tmp_path))
+    monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
+    assert not any(counts_path(name, (512, 2048)).is_file() for name in DEMO)
+    assert warmup.start_warm_up(Engine(), DEMO) is None
+    deadline = time.monotonic() + 120
+    while not all(counts_path(name, (512, 2048)).is_file() for name in DEMO):
+        assert time.monotonic() < deadline, 'the counts were not written'
+        time.sleep(0.2)
 
 
 def _run_in_child(engine, queue):

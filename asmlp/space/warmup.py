@@ -1,5 +1,12 @@
-"""A cold cpu-basic Space (free hardware sleeps when idle and starts again on the next visit): load the preselected
-models in the background from start-up, and tell the first visitor what is loading and how far it is."""
+"""What a Space does from start-up, in the background (``data/space.json`` ``warm_up``).
+
+- ``models`` (cpu-basic: free hardware sleeps when idle and starts again on the next visit): load the preselected
+  models into the engine's CPU cache, and tell the first visitor what is loading and how far it is.
+- ``counts`` (ZeroGPU, where the models load in the GPU worker): count the preselected models' GMACs and
+  parameters on the meta device (:func:`asmlp.counts_cache.cached_segmenter_metrics`), which the GPU duration
+  estimate needs; counted on the first request instead, SETR-L and the base pair take 10-20 s of the main
+  process's CPU.
+"""
 from __future__ import annotations
 
 import threading
@@ -8,7 +15,7 @@ from typing import Any, Optional
 
 from .hardware import current_hardware, hardware_spec
 
-__all__ = ['WarmUp', 'start_warm_up']
+__all__ = ['WarmUp', 'prime_counts', 'start_warm_up']
 
 
 class WarmUp:
@@ -54,10 +61,27 @@ class WarmUp:
         return text
 
 
+def prime_counts(names) -> threading.Thread:
+    """Count ``names`` at 512x2048 into the counts cache on a started daemon thread (returned)."""
+    def count():
+        from ..counts_cache import cached_segmenter_metrics
+        for name in names:
+            try:
+                cached_segmenter_metrics(name, (512, 2048))
+            except Exception:  # noqa: BLE001  (the estimate counts again when asked, and falls back on failure)
+                pass
+    thread = threading.Thread(target=count, name='asmlp-count', daemon=True)
+    thread.start()
+    return thread
+
+
 def start_warm_up(engine: Any, names) -> Optional[WarmUp]:
-    """A started :class:`WarmUp` where the Space hardware asks for one (``data/space.json`` ``warm_up``: cpu-basic),
-    else None."""
+    """What the Space hardware asks for at start-up (``data/space.json`` ``warm_up``): a started :class:`WarmUp`
+    for ``models`` (cpu-basic); the counts primed for ``counts`` (ZeroGPU; None: nothing to tell); else None."""
     hardware = current_hardware()
-    if hardware is None or not hardware_spec(hardware).get('warm_up'):
+    what = hardware_spec(hardware).get('warm_up') if hardware else None
+    if what == 'counts':
+        prime_counts(list(names))
+    if what != 'models':
         return None
     return WarmUp(engine, names).start()
