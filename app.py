@@ -1,6 +1,11 @@
 """AS-MLP architecture explorer — Gradio app (``python app.py``; also the Hugging Face Space entry point)."""
 import os
 
+try:  # ZeroGPU: `spaces` must be imported before torch touches CUDA; elsewhere it is absent or a no-op
+    import spaces  # noqa: F401
+except ImportError:
+    spaces = None
+
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # no background network calls at start-up
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 

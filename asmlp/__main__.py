@@ -1,5 +1,5 @@
 """Command line: ``python -m asmlp info | bench shift|models|fused|app|compile|throughput | convert | pin | publish |
-download | mirror | train-demo | evaluate | predict | synth-ade20k | erf``."""
+download | mirror | train-demo | evaluate | predict | synth-ade20k | erf | export-space | push-space``."""
 from __future__ import annotations
 
 import argparse
@@ -150,6 +150,7 @@ COMMANDS = {  # sub-command -> the module whose register_cli(subparsers) adds it
     'convert': '.convert', 'pin': '.hub.cli', 'publish': '.hub.cli', 'download': '.hub.cli', 'mirror': '.hub.cli',
     'train-demo': '.demo.cli', 'erf': '.explain.cli',
     'evaluate': '.evaluation.cli', 'predict': '.evaluation.cli', 'synth-ade20k': '.evaluation.cli',
+    'export-space': '.space.cli', 'push-space': '.space.cli',
 }
 
 

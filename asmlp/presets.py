@@ -3,7 +3,9 @@ size, each entry with the state of its weights, all known before anything loads 
 
 A preset's ``needs`` says which weight kind each of its models must have on disk or in the caches
 (:func:`asmlp.hub.available_kind`) for it to be the app's default: the first preset whose needs are met, else
-the Demo preset (its weights ship in ``weights/demo/``).
+the Demo preset (its weights ship in ``weights/demo/``). On a Hugging Face Space the hardware decides instead
+(``data/space.json``, :func:`asmlp.space.hardware.space_preset`): cpu-basic preselects the demo models, ZeroGPU
+the paper's pair.
 """
 from __future__ import annotations
 
@@ -41,7 +43,12 @@ def _meets(have: Optional[str], need: str) -> bool:
 
 
 def default_preset() -> str:
-    """The first preset whose models have the weights it needs on disk or in the caches, else ``demo``."""
+    """The preset the Space hardware names when running on one, else the first preset whose models have the
+    weights it needs on disk or in the caches, else ``demo``."""
+    from .space.hardware import space_preset
+    on_space = space_preset()
+    if on_space is not None:
+        return preset(on_space)['id']
     for p in presets():
         if all(_meets(available_kind(name), need) for name, need in p['needs'].items()):
             return p['id']

@@ -7,9 +7,11 @@ import contextvars
 import functools
 import gc
 import logging
+import os
 import re
 import threading
 import time
+import weakref
 import zlib
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -182,6 +184,16 @@ class Engine:
         self._lock = threading.RLock()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix='asmlp-inference')
         self._seconds: dict[tuple, float] = {}  # (name, device type, precision, input size, aug) -> last time
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (engine := this()) is not None and engine._after_fork())
+
+    def _after_fork(self) -> None:
+        """In a forked child (ZeroGPU runs each ``@spaces.GPU`` call in one: ``asmlp/space/zerogpu.py``) none of the
+        parent's threads exist: a new inference thread, cache lock and admission gate, so that the child's work
+        neither waits for a thread that is not there nor for requests that were running in the parent."""
+        self._lock = threading.RLock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix='asmlp-inference')
+        self.gate = Gate(self.limits.max_waiting, self.limits.wait_timeout)
 
     # ------------------------------------------------------------------------------------------ the model cache
 

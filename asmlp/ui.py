@@ -27,6 +27,8 @@ from .image_io import ImageInputError, load_image
 from .limits import Busy, InferenceTimeout, Limits
 from .paths import REPO_ROOT
 from .presets import default_preset, grouped_choices, preset, presets
+from .space.warmup import start_warm_up
+from .space.zerogpu import gpu_handler
 from .ui_inputs import CheckboxGroup, Dropdown, ImageUpload, Radio, Slider, refusal
 from .zoo import list_models
 
@@ -468,6 +470,7 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: 
                                          label='Preset', elem_id='preset')
                     preset_note = gr.Markdown(_preset_note(chosen_preset), elem_id='preset-note')
                     chosen = list(preset(chosen_preset)['models'])
+                    warm_up = start_warm_up(starter, chosen)  # a cold cpu-basic Space loads them from start-up
                     models = CheckboxGroup(_model_choices(), value=chosen, label='Models (weights: before loading)',
                                            elem_id='models')
                     gr.Markdown(NO_TRAINED_SEGMENTERS, elem_id='no-trained-segmenters')
@@ -562,7 +565,9 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: 
         # model events: enough Gradio workers that a request reaches engine.admit() at once, which runs one,
         # queues Limits.max_waiting and turns the rest away with BUSY_MESSAGE (RELIABILITY.md)
         model_workers = starter.limits.model_event_concurrency
-        erf_btn.click(erf, [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
+        # ZeroGPU: the model handlers run as @spaces.GPU calls, elsewhere unchanged (asmlp/space/zerogpu.py)
+        erf_btn.click(gpu_handler(erf, 'erf', starter),
+                      [image, models, erf_size], [erf_plot], api_name='erf', concurrency_limit=model_workers,
                       concurrency_id='models')
         classify_btn.click(classify, [classify_image_input, classifier_names],
                            [classify_status, classify_table, classify_json], api_name='classify',
@@ -571,8 +576,11 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: 
                                concurrency_limit=model_workers, concurrency_id='models')
         demo.load(explain_shift, shift_inputs, [shift_anim, mixing_anim], api_visibility='private')
         demo.load(explain_rf, [rf_size], [rf_anim], api_visibility='private')
+        if warm_up is not None:  # the first visit after a cold start says what is loading
+            demo.load(warm_up.note, None, [status], api_visibility='private', show_progress='hidden')
 
-        run.click(compare, [image, models, device, precision, short_side, opacity, aug],
+        run.click(gpu_handler(compare, 'compare', starter, status_output=0),
+                  [image, models, device, precision, short_side, opacity, aug],
                   [status, masks, overlays, legend, disagreement, disagreement_text, state], api_name='compare',
                   concurrency_limit=model_workers, concurrency_id='models')
         opacity.change(reblend, [state, opacity], [overlays], api_visibility='private', show_progress='hidden')
@@ -584,6 +592,7 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: 
         tta_inputs = [aug, models, device, precision, short_side, state]
         for trigger in (aug.change, models.change, short_side.change, state.change):
             trigger(tta_estimate, tta_inputs, [tta_note], api_visibility='private', show_progress='hidden')
-        measure_btn.click(measure, [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
+        measure_btn.click(gpu_handler(measure, 'measure', starter),
+                          [state, device, precision, short_side, runs], [metrics_df, metrics_plot],
                           api_name='measure', concurrency_limit=model_workers, concurrency_id='models')
     return demo

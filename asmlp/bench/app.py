@@ -45,18 +45,19 @@ demo.launch(server_name='127.0.0.1', server_port=int(sys.argv[sys.argv.index('--
 '''  # the floor of any Gradio app's start-up on this machine: importing gradio and serving one Markdown
 
 
-def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90,
-              script: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_app(log_path: Path, extra_env: dict | None = None, timeout: float = 90, script: str | None = None,
+              cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``python app.py`` (or the Python source ``script``) on a free loopback port, offline; return the
-    process and its URL once it answers HTTP. Its output goes to ``log_path``."""
+    process and its URL once it answers HTTP. Its output goes to ``log_path``. ``cwd``: the folder whose ``app.py``
+    runs (default: this repository; e.g. a Space folder of ``python -m asmlp export-space``)."""
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE='1', GRADIO_ANALYTICS_ENABLED='False', PYTHONUNBUFFERED='1',
                **(extra_env or {}))
     env.pop('TRITON_INTERPRET', None)
     with open(log_path, 'w') as log:
         command = ['app.py'] if script is None else ['-c', script]
-        proc = subprocess.Popen([sys.executable, *command, '--port', str(port)], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *command, '--port', str(port)], cwd=cwd or REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}/'
     deadline = time.monotonic() + timeout
     while True:

@@ -1,0 +1,6 @@
+"""The app as a Hugging Face Space: ``hardware.py`` (the hardware kinds, ``data/space.json``, and which one runs
+now), ``export.py`` (``python -m asmlp export-space``: the Space folder), ``push.py`` (create / update the Space,
+request its hardware), ``zerogpu.py`` (the ``@spaces.GPU`` wrapping of the model handlers), ``warmup.py`` (what a
+cold cpu-basic Space loads first), ``cli.py`` (:func:`register_cli`). Importing this package imports neither torch
+nor gradio.
+"""
