@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from .paths import show_path
+
 if TYPE_CHECKING:
     import torch.nn as nn
 
@@ -87,13 +89,6 @@ def create_classifier(name: str, **kwargs) -> nn.Module:
 
 # ------------------------------------------------------------------------------------------------ finding the file
 
-def _show(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _sha256(path: Path) -> str:
     """The file's sha256; a Hugging Face cache snapshot links to a blob named by it (LFS files)."""
     from .checkpoint_io import sha256_file
@@ -130,7 +125,7 @@ def _find_file(source: WeightSource, download: bool, problems: list[str]) -> Opt
     from .hub.sources import DOWNLOAD_TYPES
     for path in local_candidates(source):  # weights/<official name> (or its .safetensors)
         if path.is_file():
-            return _Found(path, source, _show(path), pinned=True)
+            return _Found(path, source, show_path(path), pinned=True)
     if source.type not in DOWNLOAD_TYPES:
         problems.append(by_hand(source, 'not in weights/'))
         return None
@@ -213,7 +208,7 @@ def load_classifier(name: str, *, download: bool = True, sources: Optional[list[
             why = f'{found.display}: ' + ((str(error).strip().splitlines() or [type(error).__name__])[0][:300])
             if found.downloaded:
                 records.forget(found.path)
-                why += f'; deleted {_show(found.path)}'
+                why += f'; deleted {show_path(found.path)}'
             log.warning('%s: skipping weights: %s', name, why)
             problems.append(why)
             failures.append(why)

@@ -39,14 +39,20 @@ def counts_path(name: str, size: tuple[int, int]) -> Path:
 
 def cached_segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048), refresh: bool = False) -> dict:
     """:func:`asmlp.metrics.segmenter_metrics` of ``name`` at ``size`` (H, W), from the cache when it holds them."""
-    path = counts_path(name, tuple(size))
+    def count() -> dict:
+        from .metrics import segmenter_metrics
+        return segmenter_metrics(name, tuple(size))
+    return _cached(counts_path(name, tuple(size)), count, refresh)
+
+
+def _cached(path: Path, count, refresh: bool) -> dict:
+    """The JSON row at ``path``, else (or with ``refresh``) ``count()``, written there atomically."""
     if not refresh:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             pass
-    from .metrics import segmenter_metrics
-    row = segmenter_metrics(name, tuple(size))
+    row = count()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(row)))
@@ -64,16 +70,8 @@ def cached_classifier_metrics(name: str, refresh: bool = False) -> dict:
     key = json.dumps({'entry': classifier_entry(name), 'timm': version('timm'),
                       'code': code_fingerprint(('classifiers.py',))}, sort_keys=True)
     path = cache_dir() / 'counts' / f'imagenet_{name}_224_{hashlib.sha256(key.encode()).hexdigest()[:16]}.json'
-    if not refresh:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-    from .classifiers import classifier_metrics
-    row = classifier_metrics(name)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(row)))
-    except OSError:
-        pass
-    return row
+
+    def count() -> dict:
+        from .classifiers import classifier_metrics
+        return classifier_metrics(name)
+    return _cached(path, count, refresh)

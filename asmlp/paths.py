@@ -37,3 +37,11 @@ def atomic_write(target: Path, write: Callable[[str], None]) -> None:
 def downloads_dir() -> Path:
     """Downloaded official files (URLs, share links), kept under their official names: ``cache_dir()/downloads``."""
     return cache_dir() / 'downloads'
+
+
+def show_path(path) -> str:
+    """A path as people know it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

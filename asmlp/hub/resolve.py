@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Optional
 import torch.nn as nn
 
 from ..checkpoint_io import sha256_file
+from ..paths import show_path
 from . import fetch, net, records
 from .availability import available_kind, local_candidates  # noqa: F401  (public here too)
 from .native import CONFIG_FILE, WEIGHTS_FILE, load_into, read_config
@@ -60,14 +61,6 @@ def _weights_dir() -> Path:
     return weights_dir()
 
 
-def _show(path: Path) -> str:
-    """A path as people know it: relative to the working directory when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _one_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:300]
@@ -92,7 +85,7 @@ def _native(name: str, config_path: Path, weights_path: Path, display: str, *, k
     try:
         config = read_config(config_path, name, kinds=kinds)
         if not weights_path.is_file():
-            raise ValueError(f'{_show(weights_path)}: missing')
+            raise ValueError(f'{show_path(weights_path)}: missing')
         model = _build(name)
         load_into(model, weights_path, config['kind'])
         sha = sha256_file(weights_path)
@@ -175,7 +168,7 @@ def by_hand(source: WeightSource, why) -> str:
     if source.url and why.startswith(source.url):
         why = why[len(source.url):].lstrip(': ')
     return (f'{source.filename} from {source.url}: {why} — fetch it by hand from {page} into '
-            f'{_show(_weights_dir())}/')
+            f'{show_path(_weights_dir())}/')
 
 
 def _sha_note(source: WeightSource, path: Path, sha: str) -> str:
@@ -211,7 +204,7 @@ def _url(name: str, source: WeightSource, *, download: bool, problems: list[str]
                                  expect_sha256=source.sha256 if got.from_cache else None)         # downloaded
     except _Failed as error:  # the bytes are not this model's checkpoint: they do not stay in the cache
         records.forget(got.path)
-        raise _Failed(f'{error}; deleted {_show(got.path)}') from None
+        raise _Failed(f'{error}; deleted {show_path(got.path)}') from None
     # the first strict load of this file (just downloaded, or downloaded by prefetch) records its sha256
     try:
         records.write_record(got.path, sha256=status.sha256, url=source.url, model=name,
@@ -230,7 +223,7 @@ def _local_file(name: str, source: WeightSource, *, problems: list[str], seen: s
             if fetch_only:
                 return _FETCHED
             official = path.name == source.filename  # a re-saved .safetensors has other bytes
-            return _convert(name, path, source, _show(path), problems=problems,
+            return _convert(name, path, source, show_path(path), problems=problems,
                             expect_prefix=source.sha256_prefix if official else None,
                             expect_sha256=source.sha256 if official else None)
     return None
@@ -250,7 +243,7 @@ def _plan(name: str, sources: list[WeightSource], download: bool, problems: list
                 return None
             if fetch_only:
                 return _FETCHED
-            return _native(name, folder / CONFIG_FILE, folder / WEIGHTS_FILE, _show(folder) + '/', kinds=kinds,
+            return _native(name, folder / CONFIG_FILE, folder / WEIGHTS_FILE, show_path(folder) + '/', kinds=kinds,
                            problems=problems)
         return step
 
@@ -317,7 +310,7 @@ def _hint(sources: list[WeightSource]) -> str:
     if not sources:
         return 'this model has no published weights'
     if manual and all(s.type == 'manual' for s in sources):
-        return f'download {manual[0].filename} by hand from {manual[0].page} into {_show(_weights_dir())}/'
+        return f'download {manual[0].filename} by hand from {manual[0].page} into {show_path(_weights_dir())}/'
     return ''
 
 
