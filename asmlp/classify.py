@@ -7,7 +7,6 @@ are timm's :class:`~timm.data.ImageNetInfo` descriptions. :func:`agreement` says
 from __future__ import annotations
 
 import functools
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,12 +14,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .classifiers import DEFAULT_CLASSIFIERS, classifier_entry, list_classifiers
+from .app_options import check_names
+from .classifiers import DEFAULT_CLASSIFIERS, classifier_entry
 
 __all__ = ['DEFAULT_CLASSIFIERS', 'Classification', 'check_classifier_names', 'class_names', 'eval_transform',
            'classify_one', 'classify', 'agreement']
 
-_NAME_RE = re.compile(r'[a-z0-9][a-z0-9_]{0,99}')
 
 
 @dataclass(frozen=True)
@@ -47,19 +46,7 @@ class Classification:
 
 def check_classifier_names(names) -> list[str]:
     """Classifier names from the UI or an API client, validated (unknown names raise ValueError naming them)."""
-    if isinstance(names, str):
-        names = [names]
-    try:
-        names = list(dict.fromkeys(names or []))
-    except TypeError:
-        raise ValueError(f'models must be a list of classifier names, got {type(names).__name__}') from None
-    if not names:
-        raise ValueError('choose at least one classifier')
-    for name in names:
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            raise ValueError(f'unknown classifier {name!r}; known: {", ".join(list_classifiers())}')
-        classifier_entry(name)
-    return names
+    return check_names(names, classifier_entry, 'classifier', 'classifier names')
 
 
 @functools.lru_cache(maxsize=1)

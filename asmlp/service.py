@@ -8,7 +8,6 @@ import functools
 import gc
 import logging
 import os
-import re
 import threading
 import time
 import weakref
@@ -23,13 +22,12 @@ import numpy as np
 import torch
 
 from . import viz
-from .app_options import DEVICES, PRECISIONS, default_short_side  # noqa: F401  (public here too)
+from .app_options import DEVICES, PRECISIONS, check_names, default_short_side  # noqa: F401  (public here too)
 from .limits import Gate, InferenceTimeout, Limits
 from .precision import autocast, cpu_bf16_supported
 from .zoo import list_models, model_entry
 
 log = logging.getLogger('asmlp.service')
-_NAME_RE = re.compile(r'[a-z0-9][a-z0-9_]{0,99}')  # every zoo name; nothing that can walk a path
 
 DEFAULT_MODELS = ('upernet_asmlp_tiny', 'upernet_swin_tiny', 'setr_pup_vit_small')  # light T/S ones for a CPU
 _KIND_RANK = {'ade20k': 0, 'demo': 1, 'imagenet-backbone': 2}
@@ -59,19 +57,7 @@ def resolve_precision(choice: str, device: torch.device) -> str:
 
 def check_model_names(names) -> list[str]:
     """Zoo names from the UI or an API client, validated (unknown names raise ValueError naming them)."""
-    if isinstance(names, str):
-        names = [names]
-    try:
-        names = list(dict.fromkeys(names or []))
-    except TypeError:
-        raise ValueError(f'models must be a list of zoo names, got {type(names).__name__}') from None
-    if not names:
-        raise ValueError('choose at least one model')
-    for name in names:
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            raise ValueError(f'unknown model {name!r}: model names are zoo names (lowercase letters, digits, _)')
-        model_entry(name)
-    return names
+    return check_names(names, model_entry, 'model', 'zoo names')
 
 
 def weights_on_disk(name: str) -> Optional[str]:
