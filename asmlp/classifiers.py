@@ -266,15 +266,5 @@ def classifier_metrics(name: str) -> dict:
 def weights_on_disk(name: str) -> bool:
     """Whether a weight file of ``name`` is on disk or in a cache (``weights/``, the asmlp download cache, the
     Hugging Face cache), found without loading and without network (the app's model list)."""
-    from .hub import fetch
-    from .hub.availability import local_candidates
-    for source in classifier_sources(name):
-        if source.type == 'hub':
-            try:
-                fetch.from_hf_cache(source.repo, source.filename, source.hub_revision)
-                return True
-            except fetch.Unavailable:
-                continue
-        if any(p.is_file() for p in local_candidates(source)) or (fetch.downloads_dir() / source.filename).is_file():
-            return True
-    return False
+    from .hub.availability import source_available
+    return any(source_available(source) for source in classifier_sources(name))

@@ -61,26 +61,10 @@ def check_model_names(names) -> list[str]:
 
 
 def weights_on_disk(name: str) -> Optional[str]:
-    """The best weight kind found on disk for ``name`` without loading anything (None when there is none):
-    ``weights/<name>/`` or an official file in ``weights/`` (what its source says), ``weights/demo/<name>/``."""
-    import json
-
-    from .hub.availability import local_candidates
-    from .hub.sources import weight_sources
-    from .paths import weights_dir
-
-    kinds = []
-    for folder in (weights_dir() / name, weights_dir() / 'demo' / name):
-        try:
-            config = json.loads((folder / 'config.json').read_text())
-        except (OSError, ValueError):
-            continue
-        if (folder / 'model.safetensors').is_file() and config.get('kind') in _KIND_RANK:
-            kinds.append(config['kind'])
-    for source in weight_sources(name):
-        if any(path.is_file() for path in local_candidates(source)):
-            kinds.append(source.kind)
-    return min(kinds, key=_KIND_RANK.__getitem__, default=None)
+    """The best weight kind found for ``name`` on disk or in the caches without loading anything (None when there
+    is none): :func:`asmlp.hub.availability.available_kind`."""
+    from .hub.availability import available_kind
+    return available_kind(name)
 
 
 def default_models() -> list[str]:

@@ -190,6 +190,13 @@ def explain_rf(size):
     return rf_animation_figure((int(size), int(size))).to_json()
 
 
+def _effective_rfs(subjects, x) -> tuple[dict, dict]:
+    """Per ERF subject (a backbone with its title and stage labels): its effective receptive fields on ``x``, and
+    its stage labels, both keyed by title."""
+    from .explain import effective_rf
+    return ({s.title: effective_rf(s.backbone, x) for s in subjects}, {s.title: s.stage_labels for s in subjects})
+
+
 EXPECTED_ERRORS = (Busy, InferenceTimeout, ImageInputError, ValueError)  # the person's input or a full app
 
 
@@ -403,7 +410,7 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: 
         with answering('The receptive-field computation'):
             import torch
 
-            from .explain import effective_rf, erf_figure
+            from .explain import erf_figure
             from .preprocess import preprocess
             from .service import check_model_names
             engine = starter.get(progress)
@@ -415,9 +422,7 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: 
                 def work():
                     from .explain.subjects import segmenter_subject
                     loaded = {n: engine.get(n, torch.device('cpu')) for n in names}
-                    subjects = [segmenter_subject(n, lo.model, lo.status) for n, lo in loaded.items()]
-                    return {s.title: effective_rf(s.backbone, x) for s in subjects}, {
-                        s.title: s.stage_labels for s in subjects}
+                    return _effective_rfs([segmenter_subject(n, lo.model, lo.status) for n, lo in loaded.items()], x)
                 maps, labels = engine.run(work)
             return erf_figure(maps, stage_labels=labels, max_cells=64)
 
@@ -429,7 +434,7 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: 
             import torch
 
             from .classify import check_classifier_names
-            from .explain import effective_rf, erf_figure
+            from .explain import erf_figure
             from .explain.subjects import classifier_subject, square_input
             engine = starter.get(progress)
             classifiers = classifier_engine(engine)
@@ -439,10 +444,8 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None, classifiers: 
                 x = square_input(image, 224)
 
                 def work():
-                    subjects = [classifier_subject(n, lo.model, lo.status)
-                                for n, lo in ((n, classifiers.get(n, torch.device('cpu'))) for n in names)]
-                    return {s.title: effective_rf(s.backbone, x) for s in subjects}, {
-                        s.title: s.stage_labels for s in subjects}
+                    loaded = {n: classifiers.get(n, torch.device('cpu')) for n in names}
+                    return _effective_rfs([classifier_subject(n, lo.model, lo.status) for n, lo in loaded.items()], x)
                 cpu = torch.device('cpu')
                 maps, labels = engine.run(work, prepare=lambda: download_classifiers(classifiers, names, cpu))
             return erf_figure(maps, stage_labels=labels, max_cells=56,

@@ -11,7 +11,7 @@ from . import fetch
 from .native import CONFIG_FILE, WEIGHTS_FILE
 from .sources import DOWNLOAD_TYPES, WeightSource, namespace_source, weight_sources
 
-__all__ = ['available_kind', 'local_candidates']
+__all__ = ['available_kind', 'local_candidates', 'source_available']
 
 
 def local_candidates(source: WeightSource) -> list[Path]:
@@ -44,14 +44,18 @@ def available_kind(name: str) -> Optional[str]:
         namespace = namespace_source(name)
     except ValueError:
         namespace = None
-    for source in ([namespace] if namespace else []) + sources:
-        if source.type == 'hub':
-            try:
-                fetch.from_hf_cache(source.repo, source.filename, source.hub_revision)
-            except fetch.Unavailable:
-                continue
-            kinds.append(source.kind)
-        elif any(p.is_file() for p in local_candidates(source)) or (
-                source.type in DOWNLOAD_TYPES and (fetch.downloads_dir() / source.filename).is_file()):
-            kinds.append(source.kind)
+    kinds += [source.kind for source in ([namespace] if namespace else []) + sources if source_available(source)]
     return min(kinds, key=rank.__getitem__, default=None)
+
+
+def source_available(source: WeightSource) -> bool:
+    """Whether ``source``'s file is here without network: in the Hugging Face cache (hub sources), dropped in
+    ``weights/``, or in the asmlp download cache (URL and share-link sources)."""
+    if source.type == 'hub':
+        try:
+            fetch.from_hf_cache(source.repo, source.filename, source.hub_revision)
+            return True
+        except fetch.Unavailable:
+            return False
+    return any(p.is_file() for p in local_candidates(source)) or (
+        source.type in DOWNLOAD_TYPES and (fetch.downloads_dir() / source.filename).is_file())
