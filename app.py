@@ -15,11 +15,12 @@ def main() -> None:
     import logging
 
     from asmlp.allocator import keep_freed_memory
+    from asmlp.app import EngineStarter, build_app
     from asmlp.limits import queue_settings
-    from asmlp.ui import EngineStarter, build_app
+    from asmlp.space.runtime import space_deployment
 
     # the server log: the app's warnings and faults (with their tracebacks), one line per event; expected user errors
-    # are answered without a traceback (asmlp/ui_inputs.py)
+    # are answered without a traceback (asmlp/ui_inputs.py, asmlp/app/wiring.py)
     logging.basicConfig(format='%(asctime)s %(levelname)s %(name)s: %(message)s', level=logging.WARNING)
     keep_freed_memory()  # large activations reuse freed memory instead of fresh pages (asmlp/allocator.py)
 
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument('--port', type=int, default=int(os.environ.get('GRADIO_SERVER_PORT', 7860)))
     args = parser.parse_args()
     starter = EngineStarter()  # the page needs only the zoo data: torch, timm and the models load once it is served
-    demo = build_app(starter)
+    demo = build_app(starter, deployment=space_deployment())  # on a Space: ZeroGPU, its preset, its warm-up
     demo.queue(**queue_settings(starter.limits))  # limits and why: asmlp/limits.py, RELIABILITY.md
     demo.launch(server_name=args.host, server_port=args.port, footer_links=['api', 'settings'], max_file_size='20mb',
                 prevent_thread_lock=True)

@@ -1,4 +1,5 @@
-"""AS-MLP architecture explorer: the axial shift op, AS-MLP / Swin / SETR segmenters, the zoo and metrics.
+"""AS-MLP architecture explorer: the axial shift op, AS-MLP / Swin / SETR segmenters, COCO detectors, the zoos and
+metrics.
 
 ``import asmlp`` is light: torch, timm and the models load on first use of a name below (PEP 562). The AS-MLP
 classifiers ``asmlp_tiny``, ``asmlp_small`` and ``asmlp_base`` are registered with timm whichever of ``asmlp`` and
@@ -17,6 +18,7 @@ _LAZY = {  # public name -> the module that defines it
     'WeightStatus': '.hub', 'load_pretrained': '.hub', 'axial_shift': '.ops',
     'create_segmenter': '.hub', 'list_models': '.zoo', 'model_entry': '.zoo',
     'list_classifiers': '.classifiers', 'load_classifier': '.classifiers',
+    'list_detectors': '.detectors', 'create_detector': '.detectors', 'load_detector': '.hub',
 }
 _SUBMODULES = ('models', 'ops')
 __all__ = sorted([*_LAZY, *_SUBMODULES])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from .errors import first_line
 
 __all__ = ['CheckpointError', 'load_checkpoint', 'refusal_reason', 'sha256_file']
 
@@ -162,11 +163,6 @@ def _stand_in(name: str, base: type) -> type:
     return type(f'StandIn[{name}]', (base,), {'global_name': name, '__module__': __name__})
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
-
-
 def _fail(path: Path, reason: str) -> CheckpointError:
     return CheckpointError(f'{path}: {reason}')
 
@@ -181,14 +177,14 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device='cpu')
     except Exception as e:  # safetensors raises its own error type for bad headers / truncated data
-        raise _fail(path, f'not a readable safetensors file ({_one_line(e)})') from None
+        raise _fail(path, f'not a readable safetensors file ({first_line(e)})') from None
 
 
 def _load_torch_zip(path: Path) -> Any:
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError, OSError, KeyError) as e:
-        message = _one_line(e)
+        message = first_line(e)
         if 'torchscript' in message.lower():
             raise _fail(path, 'a TorchScript archive, not a checkpoint') from None
         raise _fail(path, f'truncated or corrupt torch checkpoint ({message})') from None
@@ -208,11 +204,11 @@ def _load_torch_zip(path: Path) -> Any:
             # a dict / list subclass whose items the restricted unpickler will only fill into a real dict / list
             retry = [name for name, cls in stand_ins.items() if repr(cls) in message and variants[name] is _StandIn]
             if not retry:
-                raise _fail(path, f'refusing to load: {_one_line(e)}') from None
+                raise _fail(path, f'refusing to load: {first_line(e)}') from None
             base = _ListStandIn if 'append' in message else _DictStandIn
             variants.update({name: base for name in retry})
         except (RuntimeError, EOFError, ValueError, KeyError, OSError, TypeError, AttributeError) as e:
-            raise _fail(path, f'truncated or corrupt torch checkpoint ({_one_line(e)})') from None
+            raise _fail(path, f'truncated or corrupt torch checkpoint ({first_line(e)})') from None
     raise _fail(path, 'refusing to load: the pickle could not be read with inert stand-ins')
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .app_options import check_names
+from .engine.choices import check_names
 from .classifiers import DEFAULT_CLASSIFIERS, classifier_entry
 
 __all__ = ['DEFAULT_CLASSIFIERS', 'Classification', 'check_classifier_names', 'class_names', 'eval_transform',
@@ -82,7 +82,7 @@ def classify_one(model: torch.nn.Module, image: np.ndarray, k: int = 5) -> tuple
 
 def classify(image: np.ndarray, names, get: Callable[[str], Any], k: int = 5) -> list[Classification]:
     """Every model of ``names`` on ``image``; ``get(name)`` gives a loaded model with ``.model`` and ``.status``
-    (:meth:`asmlp.service.Engine.get` of an engine whose loader is :func:`asmlp.classifiers.load_classifier`)."""
+    (:meth:`asmlp.engine.ModelCache.get` of a cache whose loader is :func:`asmlp.classifiers.load_classifier`)."""
     results = []
     for name in check_classifier_names(names):
         loaded = get(name)

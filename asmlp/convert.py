@@ -51,11 +51,12 @@ import torch.nn as nn
 from . import zoo
 from .checkpoint_io import load_checkpoint, sha256_file
 from .paths import atomic_write
+from .errors import first_line
 
 __all__ = [
     'CONVERTER_VERSION', 'FORMATS', 'TOLERATED_MISSING', 'CheckpointMismatchError', 'ConversionError',
     'Converted', 'convert_file', 'convert_state_dict', 'detect_format', 'load_into', 'register_cli', 'run_convert',
-    'unfold_to_swin_order', 'write_converted',
+    'swin_official_to_timm', 'unfold_to_swin_order', 'write_converted',
 ]
 
 CONVERTER_VERSION = 1
@@ -76,6 +77,7 @@ TOLERATED_MISSING: dict[str, tuple[str, ...]] = {
     'imagenet-backbone': (r'decode_head\..+', r'auxiliary_head\..+', r'backbone\.norm[0-3]\.(weight|bias)'),
     'ade20k': (),
     'native': (),
+    'coco': (),  # the detectors of asmlp.convert_detection: every key
 }
 
 _LIST_FIRST = 6  # names listed per category in error messages
@@ -197,7 +199,10 @@ def _from_hf_upernet_swin(sd):
 _OFFICIAL_SWIN_MERGE = re.compile(r'layers\.(\d+)\.downsample\.(.+)')
 
 
-def _from_swin_official(sd):
+def swin_official_to_timm(sd):
+    """Original-Swin ``backbone.*`` keys (Swin-Transformer-Semantic-Segmentation / -Object-Detection releases) to
+    ``SwinPyramid``'s: ``layers.N.downsample`` -> ``layers.{N+1}.downsample``, derived buffers dropped; other keys
+    unchanged."""
     backbone, rest = _split(sd)
     out = {}
     for key, value in backbone.items():
@@ -248,7 +253,7 @@ _CONVERTERS: dict[str, Callable[[dict], dict]] = {
     'asmlp-imagenet': _from_asmlp_imagenet,
     'asmlp-mmseg-upernet': dict,
     'hf-upernet-swin': _from_hf_upernet_swin,
-    'swin-official-upernet': _from_swin_official,
+    'swin-official-upernet': swin_official_to_timm,
     'mmseg-swin-upernet': _from_mmseg_swin,
     'mmseg-setr': _from_mmseg_setr,
     'native': dict,
@@ -340,7 +345,7 @@ def convert_file(path: str | os.PathLike, model_name: str) -> tuple[nn.Module, d
         written = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = zoo.create_segmenter(model_name)
+        model = zoo.build_segmenter(model_name)
     load_into(model, converted.state_dict, converted.kind)
     info = {'model': model_name, 'source_format': converted.source_format, 'source_sha256': sha256_file(path),
             'converter_version': CONVERTER_VERSION,
@@ -411,11 +416,6 @@ def _cli_func(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def run_convert(args: argparse.Namespace) -> int:
     """The ``convert`` command on parsed arguments (``src``, ``model``, ``out``, ``force``); returns the exit code.
 
@@ -432,10 +432,10 @@ def run_convert(args: argparse.Namespace) -> int:
         model, info = convert_file(args.src, args.model)
         write_converted(model, info, out)
     except (ValueError, OSError) as e:  # CheckpointError, ConversionError, CheckpointMismatchError, file errors
-        print(f'asmlp convert: error: {_one_line(e)}', file=sys.stderr)
+        print(f'asmlp convert: error: {first_line(e)}', file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001  (one line, no traceback, by design of the command)
-        print(f'asmlp convert: unexpected error: {type(e).__name__}: {_one_line(e)}', file=sys.stderr)
+        print(f'asmlp convert: unexpected error: {type(e).__name__}: {first_line(e)}', file=sys.stderr)
         return 2
     print(f'wrote {target} and {out / "config.json"}: {info["model"]} from {info["source_format"]} '
           f'({info["kind"]}), source sha256 {info["source_sha256"][:12]}')

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .limits import Limits
+from .errors import first_line
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000
@@ -103,7 +104,8 @@ def load_image(path: str | os.PathLike, max_work_pixels: Optional[int] = None) -
     if size == 0:
         raise ImageInputError('the file is empty (0 bytes)')
     if size > MAX_FILE_BYTES:
-        raise ImageInputError(f'the file is {size / 2**20:.1f} MB; uploads up to {MAX_FILE_BYTES // 2**20} MB are accepted')
+        raise ImageInputError(f'the file is {size / 2**20:.1f} MB; uploads up to {MAX_FILE_BYTES // 2**20} MB are '
+                              f'accepted')
     with _DECODE_SLOTS:
         return _decode(path, max_work)
 
@@ -154,5 +156,5 @@ def _decode(path, max_work: int) -> tuple[np.ndarray, ImageInfo]:
 
 
 def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0][:120] if str(error).strip() else ''
+    text = first_line(error, 120) if str(error).strip() else ''
     return f'{type(error).__name__}: {text}' if text else type(error).__name__

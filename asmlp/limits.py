@@ -1,38 +1,38 @@
-"""The app's resource limits in one place, and the admission gate that enforces the request limits.
+"""The app's resource limits in one place, and what a request is told when it meets one (:class:`Busy`,
+:class:`InferenceTimeout`).
 
-Every limit can be set from the environment (read when an :class:`~asmlp.service.Engine` or the app is built);
-RELIABILITY.md explains the choices.
+Every limit can be set from the environment (read when an :class:`~asmlp.engine.Engine` or the app is built);
+RELIABILITY.md explains the choices. The engine enforces them: admission (``asmlp/engine/admission.py``), the time
+budget (``asmlp/engine/budget.py``), the model cache (``asmlp/engine/cache.py``).
 
 | variable | default | what |
 |---|---|---|
 | ``ASMLP_MAX_WAITING`` | 8 | requests waiting behind the running one; more get :data:`BUSY_MESSAGE` at once |
 | ``ASMLP_WAIT_TIMEOUT`` | 300 s | a waiting request that gets no turn within this is turned away (busy) |
-| ``ASMLP_INFERENCE_TIMEOUT`` | 300 s | budget of one request's model work (loading + inference, all its models; weight downloads run before it starts and do not count) |
+| ``ASMLP_INFERENCE_TIMEOUT`` | 300 s | budget of one request's model work (loading + inference, all its models; |
+| | | weight downloads run before it starts and do not count) |
 | ``ASMLP_TIMEOUT_GRACE`` | 10 s | past the budget, how long the caller waits for the work to stop |
 | ``ASMLP_CACHE_MODELS`` | 4 | models kept loaded (LRU) |
 | ``ASMLP_CACHE_BYTES`` | 3 GiB | parameter + buffer bytes kept loaded (LRU; the newest model always stays) |
 | ``ASMLP_RETRY_AFTER`` | 60 s | a model loaded without its weights (source unreachable or broken) is looked up again |
-| ``ASMLP_TORCH_THREADS`` | CPUs available | intra-op threads of the inference thread (fixed, whatever the load) |
-| ``ASMLP_QUEUE_MAX_SIZE`` | 64 | Gradio's queue (events not yet started, all events): the backstop behind the gate |
-| ``ASMLP_MODEL_EVENT_CONCURRENCY`` | 32 | Gradio workers for compare / measure / ERF; they only wait at the gate |
+| ``ASMLP_TORCH_THREADS`` | CPUs available | intra-op threads of the model work (fixed, whatever the load) |
+| ``ASMLP_QUEUE_MAX_SIZE`` | 64 | Gradio's queue (events not yet started, all events): the gate's backstop |
+| ``ASMLP_MODEL_EVENT_CONCURRENCY`` | 32 | Gradio workers for the model handlers; they only wait at the gate |
 | ``ASMLP_DEFAULT_CONCURRENCY`` | 2 | Gradio workers for every other event (explainer figures, overlay re-blend) |
 | ``ASMLP_DECODE_CONCURRENCY`` | 2 | uploads decoded at the same time (:mod:`asmlp.image_io`) |
 | ``ASMLP_MAX_WORK_PIXELS`` | 2.1 MP | larger uploads are downscaled (while decoding) before segmentation |
 
-The gate: one request runs the models at a time (a CPU gains nothing from two inferences at once, and memory
-doubles); up to ``ASMLP_MAX_WAITING`` wait in FIFO order; every other request is refused at once with
-:data:`BUSY_MESSAGE`, the message the UI and API clients see.
+The gate (:class:`asmlp.engine.Gate`): one request runs the models at a time (a CPU gains nothing from two
+inferences at once, and memory doubles); up to ``ASMLP_MAX_WAITING`` wait in FIFO order; every other request is
+refused at once with :data:`BUSY_MESSAGE`, the message the UI and API clients see.
 """
 from __future__ import annotations
 
 import os
-import threading
-import time
-from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
-__all__ = ['BUSY_MESSAGE', 'Busy', 'InferenceTimeout', 'Limits', 'Gate', 'Ticket', 'queue_settings']
+__all__ = ['BUSY_MESSAGE', 'Busy', 'InferenceTimeout', 'Limits', 'queue_settings']
 
 BUSY_MESSAGE = 'The app is busy, please retry in a moment.'
 
@@ -108,108 +108,3 @@ def queue_settings(limits: Optional[Limits] = None) -> dict:
     """Keyword arguments of ``gr.Blocks.queue`` for the app (``app.py`` and tests launch with the same)."""
     limits = limits or Limits.from_env()
     return dict(max_size=limits.queue_max_size, default_concurrency_limit=limits.default_concurrency)
-
-
-class Gate:
-    """One running slot and a FIFO of at most ``max_waiting`` tickets behind it; :meth:`admit` refuses the rest.
-
-    A ticket holds the slot from its turn until it is released; a ticket whose work outlived its caller (a timeout)
-    is released by the work itself when it stops, so the slot stays taken ("busy") while the model still computes.
-    """
-
-    def __init__(self, max_waiting: int = 8, wait_timeout: float = 300.0):
-        self.max_waiting = max_waiting
-        self.wait_timeout = wait_timeout
-        self._cond = threading.Condition()
-        self._waiting: deque[Ticket] = deque()
-        self._holder: Optional[Ticket] = None
-        self.stats: Counter = Counter()
-
-    def admit(self) -> 'Ticket':
-        """A ticket in the queue, or :class:`Busy` at once when the slot and all waiting places are taken."""
-        with self._cond:
-            if len(self._waiting) + (self._holder is not None) >= 1 + self.max_waiting:
-                self.stats['refused'] += 1
-                raise Busy()
-            ticket = Ticket(self)
-            self._waiting.append(ticket)
-            self.stats['admitted'] += 1
-            return ticket
-
-    def count(self, key: str) -> None:
-        with self._cond:
-            self.stats[key] += 1
-
-    def snapshot(self) -> dict:
-        with self._cond:
-            return dict(running=int(self._holder is not None), waiting=len(self._waiting), **self.stats)
-
-
-class Ticket:
-    """A place in the :class:`Gate`'s queue, then its slot."""
-
-    def __init__(self, gate: Gate):
-        self.gate = gate
-        self.worker_running = False
-        self.abandoned = False
-
-    @property
-    def holding(self) -> bool:
-        return self.gate._holder is self
-
-    def acquire(self, on_wait: Optional[Callable[[int], None]] = None) -> None:
-        """Wait (FIFO) for the slot; ``on_wait(requests_ahead)`` hears the position when it changes.
-        :class:`Busy` when no turn came within the gate's wait timeout."""
-        gate = self.gate
-        deadline = time.monotonic() + gate.wait_timeout
-        reported = None
-        while True:
-            with gate._cond:
-                if gate._holder is self:
-                    return
-                if self not in gate._waiting:
-                    raise RuntimeError('this ticket was released')
-                if gate._holder is None and gate._waiting[0] is self:
-                    gate._waiting.popleft()
-                    gate._holder = self
-                    return
-                ahead = gate._waiting.index(self) + (gate._holder is not None)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    gate._waiting.remove(self)
-                    gate.stats['gave_up'] += 1
-                    gate._cond.notify_all()
-                    raise Busy()
-                if ahead == reported or on_wait is None:
-                    gate._cond.wait(min(remaining, 1.0))
-                    continue
-            reported = ahead
-            on_wait(ahead)
-
-    def start_work(self) -> None:
-        with self.gate._cond:
-            self.worker_running = True
-
-    def work_done(self) -> None:
-        """Called by the work when it stops: frees the slot if its caller has already left."""
-        with self.gate._cond:
-            self.worker_running = False
-            if self.abandoned:
-                self._release_locked()
-
-    def release(self) -> None:
-        """Leave the queue or free the slot, unless work of this ticket still runs: then that work frees it."""
-        with self.gate._cond:
-            if self.worker_running:
-                self.abandoned = True
-            else:
-                self._release_locked()
-
-    def _release_locked(self) -> None:
-        gate = self.gate
-        if gate._holder is self:
-            gate._holder = None
-            gate.stats['served'] += 1
-        elif self in gate._waiting:
-            gate._waiting.remove(self)
-        gate._cond.notify_all()

@@ -72,14 +72,14 @@ def segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048)) -> dict:
     peak of the tensors that forward keeps alive at once in fp32 (:func:`asmlp.memory.peak_activation_bytes`),
     parameters excluded (``param_mib``).
     """
-    from .zoo import create_segmenter, model_entry
+    from .zoo import build_segmenter, model_entry
 
     entry = model_entry(name)
     height, width = size
     if height < 1 or width < 1:
         raise ValueError(f'sizes must be >= 1, got {height}x{width}')
     with torch.device('meta'):
-        model = create_segmenter(name).eval()
+        model = build_segmenter(name).eval()
     params = count_params(model)
     aux = count_params(model.auxiliary_head) if hasattr(model, 'auxiliary_head') else 0
     x = torch.empty(1, 3, height, width, device='meta')
@@ -88,8 +88,9 @@ def segmenter_metrics(name: str, size: tuple[int, int] = (512, 2048)) -> dict:
     published = entry['published']
     return dict(
         name=name, family=entry['family'], title=entry['title'], inference=entry['inference']['mode'],
-        params=params, params_no_aux=params - aux, gmacs=count_gmacs(model, (1, 3, height, width)), size=[height, width],
-        activation_mib=activations / 2**20, param_mib=sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
+        params=params, params_no_aux=params - aux, gmacs=count_gmacs(model, (1, 3, height, width)),
+        size=[height, width], activation_mib=activations / 2**20,
+        param_mib=sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
         paper_params=published['params'], paper_gmacs=published['gmacs'], paper_miou_ss=published['miou_ss'],
         paper_miou_ms=published['miou_ms'], paper_source=published['source'],
     )

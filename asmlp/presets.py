@@ -3,9 +3,9 @@ size, each entry with the state of its weights, all known before anything loads 
 
 A preset's ``needs`` says which weight kind each of its models must have on disk or in the caches
 (:func:`asmlp.hub.available_kind`) for it to be the app's default: the first preset whose needs are met, else
-the Demo preset (its weights ship in ``weights/demo/``). On a Hugging Face Space the hardware decides instead
-(``data/space.json``, :func:`asmlp.space.hardware.space_preset`): cpu-basic preselects the demo models, ZeroGPU
-the paper's pair.
+the Demo preset (its weights ship in ``weights/demo/``). Where the host names one, that one instead (on a Hugging
+Face Space the hardware does: ``data/space.json``, handed in by ``asmlp/space/runtime.py``; cpu-basic preselects
+the demo models, ZeroGPU the paper's pair).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from .hub.availability import available_kind
 from .hub.sources import weight_sources
 from .zoo import list_models, model_entry
 
-__all__ = ['presets', 'preset', 'default_preset', 'weight_state', 'grouped_choices', 'FALLBACK', 'SIZES']
+__all__ = ['presets', 'preset', 'default_preset', 'weight_state', 'short_title', 'grouped_choices', 'FALLBACK',
+           'SIZES', 'SHORT_STATES']
 
 FALLBACK = 'demo'
 FAMILIES = ('AS-MLP', 'Swin', 'SETR')
@@ -42,35 +43,46 @@ def _meets(have: Optional[str], need: str) -> bool:
     return have == need or have == 'ade20k'  # trained segmenter weights meet every need
 
 
-def default_preset() -> str:
-    """The preset the Space hardware names when running on one, else the first preset whose models have the
+def default_preset(host_preset: Optional[str] = None) -> str:
+    """``host_preset`` when the host names one (a Space's hardware), else the first preset whose models have the
     weights it needs on disk or in the caches, else ``demo``."""
-    from .space.hardware import space_preset
-    on_space = space_preset()
-    if on_space is not None:
-        return preset(on_space)['id']
+    if host_preset is not None:
+        return preset(host_preset)['id']
     for p in presets():
         if all(_meets(available_kind(name), need) for name, need in p['needs'].items()):
             return p['id']
     return FALLBACK
 
 
-def weight_state(name: str) -> str:
+SHORT_STATES = {  # weight_state -> what the model picker's entry says
+    'ADE20K weights here': 'ADE20K here',
+    'ADE20K weights downloadable on request': 'ADE20K, downloaded on request',
+    'ImageNet backbone only (here), head untrained': 'ImageNet backbone here, head untrained',
+    'ImageNet backbone only, downloadable on request; head untrained': 'ImageNet backbone on request, head untrained',
+    'demo weights (generated scenes)': 'demo weights',
+    'untrained': 'untrained',
+}
+
+
+def weight_state(name: str, short: bool = False) -> str:
     """What ``name``'s weights are before it loads: here / downloadable on request / ImageNet backbone only /
-    demo / untrained (no network: files on disk and in the caches, and the zoo's sources)."""
+    demo / untrained (no network: files on disk and in the caches, and the zoo's sources); ``short``: the
+    model picker's wording (:data:`SHORT_STATES`)."""
     have = available_kind(name)
     remote = {s.kind for s in weight_sources(name) if s.type != 'manual'}
     if have == 'ade20k':
-        return 'ADE20K weights here'
-    if 'ade20k' in remote:
-        return 'ADE20K weights downloadable on request'
-    if have == 'imagenet-backbone':
-        return 'ImageNet backbone only (here), head untrained'
-    if 'imagenet-backbone' in remote:
-        return 'ImageNet backbone only, downloadable on request; head untrained'
-    if have == 'demo':
-        return 'demo weights (generated scenes)'
-    return 'untrained'
+        state = 'ADE20K weights here'
+    elif 'ade20k' in remote:
+        state = 'ADE20K weights downloadable on request'
+    elif have == 'imagenet-backbone':
+        state = 'ImageNet backbone only (here), head untrained'
+    elif 'imagenet-backbone' in remote:
+        state = 'ImageNet backbone only, downloadable on request; head untrained'
+    elif have == 'demo':
+        state = 'demo weights (generated scenes)'
+    else:
+        state = 'untrained'
+    return SHORT_STATES[state] if short else state
 
 
 def _size(name: str) -> str:
@@ -84,12 +96,15 @@ def _order(name: str) -> tuple:
             SIZES.index(size) if size in SIZES else len(SIZES), name)
 
 
+def short_title(name: str) -> str:
+    """The zoo title without the decoder the AS-MLP and Swin models share (``UperNet + ``): ``AS-MLP-B``,
+    ``Swin-B (window 12, ImageNet-22K 384)``, ``SETR-PUP (ViT-L/16)``."""
+    title = model_entry(name)['title']
+    return title[len('UperNet + '):] if title.startswith('UperNet + ') else title
+
+
 def grouped_choices() -> list[tuple[str, str]]:
-    """``(label, name)`` for every zoo model, by family then size: ``AS-MLP · base — UperNet + AS-MLP-B
-    [upernet_asmlp_base] — ADE20K weights downloadable on request``."""
-    out = []
-    for name in sorted(list_models(), key=_order):
-        entry = model_entry(name)
-        out.append((f'{entry["family"]} · {_size(name) or "other"} — {entry["title"]}  [{name}] — '
-                    f'{weight_state(name)}', name))
-    return out
+    """``(label, name)`` for every zoo model, by family then size, each label one short line with the weight
+    state: ``AS-MLP-B · ADE20K, downloaded on request``."""
+    return [(f'{short_title(name)} · {weight_state(name, short=True)}', name) for name in sorted(list_models(),
+                                                                                                 key=_order)]

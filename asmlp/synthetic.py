@@ -18,8 +18,8 @@ receptive field. Tree, grass and mountain have their own colours and textures an
 scene, how many, where), the sky's palette, textures, noise and lighting (gain, colour cast, a horizontal gradient)
 change from scene to scene.
 
-Seed spaces used by the project (disjoint by their first element): training ``(0, seed, index)``
-(:func:`train_seed`), held-out evaluation ``(1, index)`` (:func:`heldout_seeds`), example images ``(2, index)``, speed runs ``(3, ...)``,
+Seed spaces used by the project (disjoint by their first element): training ``(0, seed, index)`` (:func:`train_seed`),
+held-out evaluation ``(1, index)`` (:func:`heldout_seeds`), example images ``(2, index)``, speed runs ``(3, ...)``,
 generated ADE20K-layout sets ``(4, seed, index)`` (:func:`asmlp.evaluation.synthetic_set.dataset_seed`).
 """
 from __future__ import annotations
@@ -34,6 +34,8 @@ __all__ = ['SCENE_CLASSES', 'CONTEXT_PAIRS', 'GENERATOR_VERSION', 'Scene', 'gene
            'train_seed', 'heldout_seeds', 'example_seed', 'scenes_per_second']
 
 GENERATOR_VERSION = 1  # bump when a seed no longer gives the same scene
+HELDOUT_SIZE = 128  # the held-out scenes (and the demo models' training scenes) are HELDOUT_SIZE x HELDOUT_SIZE
+HELDOUT_SCENES = 64  # held-out scenes heldout_seeds(HELDOUT_SCENES) give the demo models' recorded numbers
 
 BUILDING, SKY, TREE, ROAD, GRASS, MOUNTAIN, WATER = 1, 2, 4, 6, 9, 16, 21
 SCENE_CLASSES: dict[str, int] = {'building': BUILDING, 'sky': SKY, 'tree': TREE, 'road': ROAD, 'grass': GRASS,

@@ -3,7 +3,8 @@
 Each entry gives the architecture (``backbone``, optional ``neck``, ``decode_head``, ``auxiliary_head`` list,
 ``inference`` = mmseg ``test_cfg``) as component types plus keyword arguments, and the numbers ``published`` for it
 with their source. The table is data; the only code here maps component types to constructors. The zoo knows
-nothing of weights: ``pretrained=True`` lives in :func:`asmlp.hub.create_segmenter` (``asmlp.create_segmenter``).
+nothing of weights: :func:`build_segmenter` gives the architecture with random weights; ``asmlp.create_segmenter``
+(:func:`asmlp.hub.create_segmenter`, the weights layer) adds ``pretrained=True``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:  # the table is read without torch; the models are imported wh
 
     from .models.segmenter import Segmenter
 
-__all__ = ['list_models', 'model_entry', 'create_segmenter', 'reload']
+__all__ = ['list_models', 'model_entry', 'build_segmenter', 'reload']
 
 
 def _heads() -> dict[str, Any]:
@@ -72,9 +73,9 @@ def _build(spec: dict[str, Any], registry: dict[str, Any], **overrides) -> nn.Mo
     return registry[spec['type']](*([spec['name']] if 'name' in spec else []), **{**spec['kwargs'], **overrides})
 
 
-def create_segmenter(name: str, num_classes: int | None = None) -> Segmenter:
-    """Build the zoo segmenter ``name`` with random weights (``num_classes`` overrides the heads' 150). Pretrained
-    weights: :func:`asmlp.create_segmenter` with ``pretrained=True``, or :func:`asmlp.load_pretrained`."""
+def build_segmenter(name: str, num_classes: int | None = None) -> Segmenter:
+    """The zoo segmenter ``name`` with random weights (``num_classes`` overrides the heads' 150); with weights:
+    :func:`asmlp.create_segmenter` (``pretrained=True``) or :func:`asmlp.load_pretrained`."""
     from .models.segmenter import InferenceConfig, Segmenter
     entry = model_entry(name)
     classes = {} if num_classes is None else {'num_classes': num_classes}

@@ -1,5 +1,8 @@
-"""Test-wide settings: no network, no telemetry, deterministic small CPU runs."""
+"""Test-wide settings: no network, no telemetry, deterministic small CPU runs; no test leaves a thread of the
+project's own (named ``asmlp-...``) running."""
 import os
+import threading
+import time
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
@@ -13,6 +16,28 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 import pytest  # noqa: E402
 
 from asmlp.bench.app import start_app, stop_app  # noqa: E402
+
+
+THREAD_PREFIX = 'asmlp-'
+THREAD_GRACE_S = 5.0  # a thread that is ending (its work just done) may take a moment
+
+
+def project_threads() -> list:
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX) and t.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def no_project_thread_left():
+    """Fails a test that leaves a thread named ``asmlp-...`` running after its teardown (every engine, app and
+    thread a test starts is stopped by it). Threads already running before the test are another test's fault."""
+    before = set(project_threads())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE_S
+    left = [t for t in project_threads() if t not in before]
+    while left and time.monotonic() < deadline:
+        left[0].join(0.05)
+        left = [t for t in project_threads() if t not in before]
+    assert not left, f'threads left running: {", ".join(sorted(t.name for t in left))}'
 
 
 class ServerLog:

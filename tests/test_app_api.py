@@ -47,7 +47,9 @@ def test_compare_returns_masks_status_legend_and_disagreement(client):
 
 def png_header_only(width, height):
     ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
     return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(b'\x00' * 10))
 
 

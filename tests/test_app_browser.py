@@ -1,4 +1,5 @@
-"""The app in a real browser (Debian's chromium driven by Playwright): upload, run two models, see both masks,
+"""The app in a real browser (Debian's chromium driven by Playwright) at 1440x900: the answer one glance from the
+button (the Segment button and the first mask panel in the first viewport), upload, run two models, see both masks,
 the legend and the metrics table, move the opacity slider, and play the axial-shift animation.
 Screenshots go to test-output/."""
 import os
@@ -21,24 +22,62 @@ FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '-
 EXAMPLE = str(Path(__file__).resolve().parent.parent / 'assets' / 'examples' / 'coffee.jpg')
 
 
+VIEWPORT = {'width': 1440, 'height': 900}
+
+
 @pytest.fixture(scope='module')
 def app_page(app_url):
     OUT.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={'width': 1400, 'height': 2000})
+        page = browser.new_page(viewport=VIEWPORT)
         page.goto(app_url, wait_until='load')
         page.locator('#run').wait_for(timeout=60_000)
         yield page
         browser.close()
 
 
+def chosen(page, picker='#models'):
+    """The chosen entries of a multiselect picker (its tokens)."""
+    return page.locator(f'{picker} .token')
+
+
+def in_view(page, locator) -> bool:
+    box = locator.bounding_box()
+    return (box is not None and box['x'] >= 0 and box['y'] >= 0 and box['x'] + box['width'] <= VIEWPORT['width']
+            and box['y'] + box['height'] <= VIEWPORT['height'])
+
+
+def test_the_answer_is_one_glance_from_the_button(app_page):
+    """At 1440x900, unscrolled: the image, the preset, the model picker and the Segment button are in view, the
+    settings are closed, the empty tables show nothing (no placeholder header); after Segment the first mask panel
+    is in view too."""
+    page = app_page
+    assert page.evaluate('window.scrollY') == 0
+    for element in ('#input-image', '#preset', '#models', '#run', '#masks'):
+        assert in_view(page, page.locator(element)), (element, page.locator(element).bounding_box())
+    expect(page.locator('#device')).to_be_hidden()  # inside the closed "Settings" accordion
+    expect(page.locator('#settings')).to_contain_text('Settings')
+    expect(page.locator('#metrics-table')).to_be_hidden()
+    expect(page.locator('#classify-table')).to_be_hidden()
+    page.locator('#preset label', has_text='Demo (offline)').click()
+    expect(chosen(page)).to_have_count(3)
+    page.locator('#input-image input[type=file]').set_input_files(EXAMPLE)
+    page.locator('#run').click()
+    expect(page.locator('#masks img')).to_have_count(3, timeout=240_000)
+    expect(page.locator('#status')).not_to_contain_text('Running the other')
+    page.screenshot(path=str(OUT / 'first_view.png'))
+    assert page.evaluate('window.scrollY') == 0
+    assert in_view(page, page.locator('#run'))
+    first = page.locator('#masks img').first
+    assert in_view(page, first), first.bounding_box()
+
+
 def test_compare_two_models(app_page):
     page = app_page
     page.locator('#input-image input[type=file]').set_input_files(EXAMPLE)
-    page.locator('#models label:has(input:checked)', has_text='[setr_').click()  # three defaults -> two models
-    checked = page.locator('#models input[type=checkbox]:checked')
-    expect(checked).to_have_count(2)
+    chosen(page).filter(has_text='SETR').locator('.token-remove').click()  # three -> two models
+    expect(chosen(page)).to_have_count(2)
     page.locator('#run').click()
     expect(page.locator('#masks img')).to_have_count(2, timeout=240_000)
     expect(page.locator('#overlays img')).to_have_count(2)
@@ -55,8 +94,10 @@ def test_compare_two_models(app_page):
     page.locator('#runs input[type=number]').fill('1')
     page.locator('#runs input[type=number]').press('Enter')
     page.locator('#measure').click()
-    expect(page.locator('#metrics-table')).to_contain_text('upernet_asmlp_', timeout=240_000)
-    expect(page.locator('#metrics-table')).to_contain_text('upernet_swin_')
+    table = page.locator('#metrics-table')
+    expect(table).to_contain_text('upernet_asmlp_', timeout=240_000)
+    expect(table).to_contain_text('upernet_swin_')
+    expect(table).to_contain_text('latency ms')  # its own header, shown with the rows
     page.screenshot(path=str(OUT / 'metrics.png'), full_page=True)
 
 
@@ -64,17 +105,21 @@ def test_demo_preset_gives_three_masks(app_page):
     page = app_page
     page.get_by_role('tab', name='Compare').click()
     page.locator('#preset label', has_text='Tiny').click()  # away and back: the preset sets the model list
-    expect(page.locator('#models input[type=checkbox]:checked')).to_have_count(3)
-    expect(page.locator('#models label:has(input:checked)', has_text='[upernet_asmlp_tiny]')).to_have_count(1)
+    expect(chosen(page)).to_have_count(3)
+    expect(chosen(page).filter(has_text='AS-MLP-T ·')).to_have_count(1)
     page.locator('#preset label', has_text='Demo (offline)').click()
-    checked = page.locator('#models label:has(input:checked)')
-    expect(checked).to_have_count(3)
-    for name in ('upernet_asmlp_nano', 'upernet_swin_nano', 'setr_pup_vit_nano'):
-        expect(checked.filter(has_text=f'[{name}]')).to_contain_text('demo weights')
+    expect(chosen(page)).to_have_count(3)
+    for title in ('AS-MLP nano', 'Swin nano', 'SETR-PUP (ViT nano'):
+        expect(chosen(page).filter(has_text=title)).to_contain_text('demo weights')
     expect(page.locator('#preset-note')).to_contain_text('generated scenes')
-    # every entry says what its weights are before anything loads
-    expect(page.locator('#models label', has_text='[upernet_asmlp_base]')).to_contain_text('downloadable on request')
-    expect(page.locator('#models label', has_text='[setr_pup_vit_small]')).to_contain_text('untrained')
+    # every entry says what its weights are before anything loads, in family and size order
+    page.locator('#models input').click()
+    options = page.locator('[role=option]')
+    expect(options.filter(has_text='AS-MLP-B · ')).to_contain_text('ADE20K, downloaded on request')
+    expect(options.filter(has_text='SETR-PUP (ViT-S/16')).to_contain_text('untrained')
+    labels = [options.nth(i).get_attribute('aria-label') for i in range(options.count())]
+    assert [label.split(' ')[0].split('-')[0] for label in labels[:4]] == ['AS'] * 4  # AS-MLP first, nano to base
+    page.keyboard.press('Escape')
     page.locator('#input-image input[type=file]').set_input_files(EXAMPLE)
     page.locator('#run').click()
     expect(page.locator('#masks img')).to_have_count(3, timeout=240_000)
@@ -102,7 +147,7 @@ def test_shift_animation_plays(app_page):
 def test_classify_tab_gives_three_top5_lists(app_page):
     page = app_page
     page.get_by_role('tab', name='Classify').click()
-    expect(page.locator('#classifiers input[type=checkbox]:checked')).to_have_count(3)  # AS-MLP-T, Swin-T, DeiT-S
+    expect(chosen(page, '#classifiers')).to_have_count(3)  # AS-MLP-T, Swin-T, DeiT-S
     page.locator('#classify-image input[type=file]').set_input_files(EXAMPLE)
     page.locator('#classify').click()
     table = page.locator('#classify-table')

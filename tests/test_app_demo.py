@@ -8,7 +8,8 @@ from asmlp.ade20k import PALETTE
 from asmlp.demo.evaluate import iou_report
 from asmlp.demo.examples import EXAMPLE_INDICES, EXAMPLE_SIZE, example_path
 from asmlp.demo.recipes import DEMO_SIZE
-from asmlp.service import default_models, default_short_side
+from asmlp.engine import default_short_side
+from asmlp.presets import default_preset, preset
 from asmlp.synthetic import example_seed, generate_scene
 from asmlp.zoo import model_entry
 
@@ -26,6 +27,11 @@ def labels_from_mask(path):
     keys = (PALETTE.astype(np.int64) @ np.array([65536, 256, 1]))
     lookup = {int(k): i for i, k in reversed(list(enumerate(keys)))}  # first index wins for duplicated colours
     return np.vectorize(lookup.__getitem__)(rgb @ np.array([65536, 256, 1]))
+
+
+def default_models() -> list[str]:
+    """The models the app preselects here (the preset whose weights are on disk, else the demo)."""
+    return list(preset(default_preset())['models'])
 
 
 def test_demo_models_are_the_defaults():

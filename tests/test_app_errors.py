@@ -32,6 +32,6 @@ def test_an_internal_fault_is_logged_with_its_traceback_and_answered(tmp_path):
         stop_app(proc)
     log = log_path.read_text()
     assert log.count('Traceback') == 1, log[-4000:]  # the fault's, once (not again by Gradio)
-    assert 'ERROR asmlp.ui: Segmentation failed' in log and 'in failing_segment' in log
+    assert 'ERROR asmlp.app: Segmentation failed' in log and 'in failing_segment' in log
     assert 'OSError: [Errno 5] Input/output error (injected by the test)' in log
     assert 'empty' not in log

@@ -18,7 +18,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 import asmlp  # noqa: E402
 from asmlp.bench.app import launch_in_process  # noqa: E402
 from asmlp.limits import Limits  # noqa: E402
-from asmlp.service import Engine  # noqa: E402
+from asmlp.engine import Engine  # noqa: E402
 
 from test_app_browser import FLAGS  # noqa: E402
 
@@ -38,10 +38,12 @@ def app(monkeypatch):
             model.register_forward_pre_hook(wait)
         return model, types.SimpleNamespace(kind='demo', message=f'test model {name}', pretrained=False)
 
-    demo, url = launch_in_process(Engine(loader=loader, limits=Limits(torch_threads=1)))
+    engine = Engine(loader=loader, limits=Limits(torch_threads=1))
+    demo, url = launch_in_process(engine)
     yield url, release
     release.set()
     demo.close()
+    engine.close()
 
 
 def test_each_panel_appears_when_its_model_is_done(app):
@@ -52,7 +54,7 @@ def test_each_panel_appears_when_its_model_is_done(app):
         page.goto(url, wait_until='load')
         page.locator('#run').wait_for(timeout=60_000)
         page.locator('#preset label', has_text='Demo (offline)').click()
-        expect(page.locator('#models input[type=checkbox]:checked')).to_have_count(3)
+        expect(page.locator('#models .token')).to_have_count(3)
         page.locator('#input-image input[type=file]').set_input_files(EXAMPLE)
         page.locator('#run').click()
         expect(page.locator('#masks img')).to_have_count(1, timeout=120_000)  # the first model's panel, alone

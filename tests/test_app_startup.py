@@ -7,7 +7,8 @@ import numpy as np
 
 
 def test_building_the_page_imports_neither_torch_nor_timm():
-    code = ('import sys\nfrom asmlp.ui import build_app\nbuild_app()\n'
+    code = ('import sys\nfrom asmlp.app import build_app\nfrom asmlp.space.runtime import space_deployment\n'
+            'build_app(deployment=space_deployment())\n'
             'print(sorted(m for m in ("torch", "timm") if m in sys.modules))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -15,29 +16,33 @@ def test_building_the_page_imports_neither_torch_nor_timm():
 
 
 def test_a_request_before_the_engine_is_ready_waits_and_says_so():
-    from asmlp.service import Engine
-    from asmlp.ui import EngineStarter
+    from asmlp.app import EngineStarter
+    from asmlp.engine import Engine
     starter = EngineStarter()
-    assert not starter.ready
-    heard = []
-    engine = starter.get(progress=lambda fraction, desc: heard.append(desc))
-    assert isinstance(engine, Engine) and starter.ready
-    assert heard == [EngineStarter.STARTING] and 'Starting' in heard[0]
-    assert starter.get() is engine  # created once
-    image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
-    (result,) = engine.segment(image, ['upernet_asmlp_nano'], 'cpu', 'fp32', 64)
-    assert result.labels.shape == (40, 60)
+    try:
+        assert not starter.ready
+        heard = []
+        engine = starter.get(progress=lambda fraction, desc: heard.append(desc))
+        assert isinstance(engine, Engine) and starter.ready
+        assert heard == [EngineStarter.STARTING] and 'Starting' in heard[0]
+        assert starter.get() is engine  # created once
+        image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+        (result,) = engine.segment(image, ['upernet_asmlp_nano'], 'cpu', 'fp32', 64)
+        assert result.labels.shape == (40, 60)
+    finally:
+        starter.close()
 
 
 def test_an_engine_that_cannot_start_is_a_clear_fault(monkeypatch):
     import pytest
 
-    import asmlp.service
-    from asmlp.ui import EngineStarter
+    import asmlp.engine
+    from asmlp.app import EngineStarter
 
     def broken(*args, **kwargs):
         raise OSError('disk gone')
-    monkeypatch.setattr(asmlp.service, 'Engine', broken)
+    monkeypatch.setattr(asmlp.engine, 'Engine', broken)
     starter = EngineStarter()
     with pytest.raises(RuntimeError, match='could not start its engine: disk gone'):
         starter.get()
+    starter.close()

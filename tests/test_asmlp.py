@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import asmlp  # noqa: F401  (registers the models)
 
-VARIANTS = {  # name: (embed_dim, depths, published parameter count; asmlp-official.md §1.2)
+VARIANTS = {  # name: (embed_dim, depths, published parameter count; AS-MLP paper Table 1)
     'asmlp_tiny': (96, (2, 2, 6, 2), 28_282_696),
     'asmlp_small': (96, (2, 2, 18, 2), 49_594_696),
     'asmlp_base': (128, (2, 2, 18, 2), 87_752_808),
@@ -151,7 +151,8 @@ def test_forward_equals_official_restatement(shift_size, size):
     for i, (mine, theirs, ref) in enumerate(zip(feats, inter, stages)):
         torch.testing.assert_close(theirs, ref, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(mine, gn(ref, fsd, f'norm{i}'), rtol=1e-4, atol=1e-4)
-        assert mine.shape[-2:] == (math.ceil(math.ceil(size[0] / 4) / 2 ** i), math.ceil(math.ceil(size[1] / 4) / 2 ** i))
+        expected = tuple(math.ceil(math.ceil(side / 4) / 2 ** i) for side in size)
+        assert mine.shape[-2:] == expected
 
 
 def test_backward_reaches_every_parameter():

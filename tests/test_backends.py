@@ -1,6 +1,7 @@
-"""Backend selection and dispatch: use_backend / $ASMLP_SHIFT_BACKEND, the custom ops (opcheck, torch.compile,
-meta / FLOP counting), the AS-MLP model on backend "triton" (interpreter) vs "reference", and the fused benchmark's
-no-GPU behaviour. Triton runs under TRITON_INTERPRET=1 (conftest.py)."""
+"""Backend selection and dispatch: use_backend / $ASMLP_SHIFT_BACKEND, where the kernels run and what "auto" picks,
+the custom ops (opcheck, torch.compile, meta / FLOP counting), the AS-MLP model on backend "triton" vs "reference"
+on each device where it runs here (CPU under TRITON_INTERPRET=1, set in conftest.py; CUDA with it off), and the
+fused benchmark's no-GPU behaviour."""
 import subprocess
 import sys
 
@@ -9,13 +10,24 @@ import torch
 
 import asmlp
 from asmlp.ops import (
-    BACKENDS, axial_shift, axial_shift_mlp, axial_shift_pair, axial_shift_reference, get_backend, resolve_backend,
-    use_backend,
+    BACKENDS, auto_choice, axial_shift, axial_shift_mlp, axial_shift_pair, axial_shift_reference, get_backend,
+    resolve_backend, tf32_disabled, triton_problem, use_backend,
 )
 from asmlp.ops import backends
 
 triton_available = not backends.triton_status()
 needs_triton = pytest.mark.skipif(not triton_available, reason='triton does not import here')
+DEVICES = ('cpu', 'cuda')
+
+
+def skip_unless_runs(device, backend):
+    """Skip (saying why) where ``backend`` cannot run on ``device`` here."""
+    if backend == 'triton':
+        problem = triton_problem(device)
+    else:
+        problem = '' if device == 'cpu' or torch.cuda.is_available() else 'no CUDA GPU here'
+    if problem:
+        pytest.skip(problem)
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +98,31 @@ def test_resolution_per_device(monkeypatch):
 
 
 @needs_triton
+def test_where_the_kernels_run_and_what_auto_picks(monkeypatch):
+    """The GPU rules checked here by standing in for a GPU: CUDA tensors run the kernels with the interpreter off;
+    with it on (kernels defined for the CPU) "auto" stays on the fast path and an explicit "triton" says why."""
+    from asmlp.ops import shift_triton
+    assert triton_problem('meta') == ''
+    assert 'CUDA (and interpreted CPU) tensors' in triton_problem('mps')
+    assert auto_choice('cpu')[0] == 'fast' and 'CUDA tensors only' in auto_choice('cpu')[1]
+    if not torch.cuda.is_available():
+        assert triton_problem('cuda') == 'no CUDA GPU here'
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(shift_triton, 'INTERPRET', True)
+    assert triton_problem('cpu') == ''
+    assert 'unset it to run them on the GPU' in triton_problem('cuda')
+    backend, why = auto_choice('cuda')
+    assert backend == 'fast' and 'TRITON_INTERPRET=1' in why
+    monkeypatch.setattr(shift_triton, 'INTERPRET', False)
+    assert triton_problem('cuda') == '' and auto_choice('cuda')[0] == 'triton'
+    assert 'TRITON_INTERPRET=1' in triton_problem('cpu')
+    monkeypatch.setattr(backends, '_triton_probe', ['ImportError: no triton'])
+    assert triton_problem('cuda') == 'Triton is not usable here (ImportError: no triton)'
+    assert auto_choice('cuda') == ('fast', 'CUDA tensors, but the Triton kernels cannot run: Triton is not usable '
+                                   'here (ImportError: no triton)')
+
+
+@needs_triton
 def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     from asmlp.ops import shift_triton
     monkeypatch.setattr(shift_triton, 'INTERPRET', False)
@@ -116,10 +153,12 @@ def test_cpu_use_without_triton_in_a_subprocess():
 # dispatch
 
 
-@pytest.mark.parametrize('name', ['reference', 'fast', pytest.param('triton', marks=needs_triton)])
-def test_every_backend_shifts_bit_exactly(name):
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('name', ['reference', 'fast', 'triton'])
+def test_every_backend_shifts_bit_exactly(name, device):
+    skip_unless_runs(device, name)
     for dtype, memory_format in [(torch.float32, torch.channels_last), (torch.float16, torch.contiguous_format)]:
-        x = fresh((2, 11, 5, 6), dtype, memory_format)
+        x = fresh((2, 11, 5, 6), dtype, memory_format).to(device)
         with use_backend(name):
             pair = axial_shift_pair(x, 5, 2)
             single = axial_shift(x, -2, 3, 1)
@@ -164,34 +203,37 @@ def spy_fused(monkeypatch):
     return calls
 
 
-@needs_triton
-def test_asmlp_triton_equals_reference(monkeypatch):
-    model = tiny_asmlp()
-    keys = list(model.state_dict())
-    calls = spy_fused(monkeypatch)
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        x = fresh((2, 3, 44, 52), memory_format=memory_format)
-        with torch.no_grad():
-            with use_backend('reference'):
-                ref = model(x)
-            with use_backend('triton'):
-                out = model(x)
-        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5), (out - ref).abs().max()
+@pytest.mark.parametrize('device', DEVICES)
+def test_asmlp_triton_equals_reference(monkeypatch, device):
+    skip_unless_runs(device, 'triton')
+    with tf32_disabled():
+        model = tiny_asmlp().to(device)
+        keys = list(model.state_dict())
+        calls = spy_fused(monkeypatch)
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            x = fresh((2, 3, 44, 52), memory_format=memory_format).to(device)
+            with torch.no_grad():
+                with use_backend('reference'):
+                    ref = model(x)
+                with use_backend('triton'):
+                    out = model(x)
+            assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5), (out - ref).abs().max()
     assert len(calls) == 8  # one fused kernel per block (4 stages x depth 1), twice
     assert list(model.state_dict()) == keys
 
 
-@needs_triton
-def test_asmlp_triton_training_path_matches_reference(monkeypatch):
+@pytest.mark.parametrize('device', DEVICES)
+def test_asmlp_triton_training_path_matches_reference(monkeypatch, device):
     """With gradients the token mixer runs unfused (two-output shift kernel + convs); gradients match."""
-    model = tiny_asmlp().train()
+    skip_unless_runs(device, 'triton')
+    model = tiny_asmlp().train().to(device)
     calls = spy_fused(monkeypatch)
-    x = fresh((1, 3, 36, 40), memory_format=torch.channels_last)
+    x = fresh((1, 3, 36, 40), memory_format=torch.channels_last).to(device)
     grads = {}
     for name in ('reference', 'triton'):
         model.zero_grad()
         torch.manual_seed(1)  # drop path
-        with use_backend(name):
+        with use_backend(name), tf32_disabled():
             model(x).square().sum().backward()
         grads[name] = [p.grad.clone() for p in model.parameters()]
     assert not calls
@@ -238,16 +280,19 @@ def test_torch_compile_traces_the_fused_model():
     torch._dynamo.reset()
 
 
-@needs_triton
-def test_fused_mixing_under_autocast():
-    x = fresh((1, 12, 6, 5), memory_format=torch.channels_last)
-    w, b = fresh((12, 12, 1, 1)) * 0.3, fresh((12,))
-    with torch.no_grad():
-        with use_backend('fast'):
-            ref = axial_shift_mlp(x, w, b, w, b)
-        with use_backend('triton'), torch.autocast('cpu', dtype=torch.bfloat16):
-            out = axial_shift_mlp(x, w, b, w, b)
-    assert out.dtype == torch.bfloat16
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.bfloat16), ('cuda', torch.float16)])
+def test_fused_mixing_under_autocast(device, dtype):
+    """Autocast to the device's low precision (what precision "auto" runs): the fused kernel runs in it."""
+    skip_unless_runs(device, 'triton')
+    with tf32_disabled():
+        x = fresh((1, 12, 6, 5), memory_format=torch.channels_last).to(device)
+        w, b = fresh((12, 12, 1, 1)).to(device) * 0.3, fresh((12,)).to(device)
+        with torch.no_grad():
+            with use_backend('fast'):
+                ref = axial_shift_mlp(x, w, b, w, b)
+            with use_backend('triton'), torch.autocast(device, dtype=dtype):
+                out = axial_shift_mlp(x, w, b, w, b)
+    assert out.dtype == dtype
     assert ((out.float() - ref).abs().max() / ref.abs().max()) < 2e-2
 
 

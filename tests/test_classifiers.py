@@ -1,4 +1,5 @@
-"""ImageNet classifiers (asmlp/classifiers.py, data/imagenet.json): Table 1 by counting, weights through the resolver."""
+"""ImageNet classifiers (asmlp/classifiers.py, data/imagenet.json): Table 1 by counting, weights through the
+resolver."""
 import json
 import math
 
@@ -8,7 +9,8 @@ import timm
 import torch
 
 from asmlp import classifiers
-from asmlp.classifiers import classifier_entry, classifier_metrics, classifier_sources, list_classifiers, load_classifier
+from asmlp.classifiers import (classifier_entry, classifier_metrics, classifier_sources, list_classifiers,
+                               load_classifier)
 from asmlp.zoo import list_models, model_entry
 from test_asmlp import official_forward, randomised  # the official AS-MLP forward, restated
 from test_checkpoint_io import CfgNode, asmlp_training_checkpoint, throwaway_module
@@ -19,7 +21,8 @@ PUBLISHED = {
     'swin_tiny': (28, 4.5), 'swin_small': (50, 8.7), 'swin_base': (88, 15.4),
     'deit_small': (22, 4.6), 'deit_base': (86, 17.5),
 }
-TIMM_NAMES = {'swin_tiny': 'swin_tiny_patch4_window7_224.ms_in1k', 'swin_small': 'swin_small_patch4_window7_224.ms_in1k',
+TIMM_NAMES = {'swin_tiny': 'swin_tiny_patch4_window7_224.ms_in1k',
+              'swin_small': 'swin_small_patch4_window7_224.ms_in1k',
               'swin_base': 'swin_base_patch4_window7_224.ms_in1k', 'deit_small': 'deit_small_patch16_224.fb_in1k',
               'deit_base': 'deit_base_patch16_224.fb_in1k'}
 TINY = {  # small architectures of the same timm models, for checkpoints the tests write
@@ -140,7 +143,8 @@ def test_official_asmlp_file_in_weights_dir_loads_through_the_resolver(tmp_path,
 def test_paper_throughput_ratios_are_the_derived_ones():
     """AS-MLP / Swin at equal size from the two papers' V100 numbers: 1.39 / 1.42 / 1.64 (the issue's figures)."""
     from asmlp.bench.throughput import ratios
-    rows = [dict(family=e['family'], size=e['size'], title=e['title'], img_s=1.0, paper_img_s=e['published']['throughput'])
+    rows = [dict(family=e['family'], size=e['size'], title=e['title'], img_s=1.0,
+                 paper_img_s=e['published']['throughput'])
             for e in map(classifier_entry, list_classifiers())]
     assert [(p['pair'], round(p['paper'], 2)) for p in ratios(rows)] == [
         ('AS-MLP-T / Swin-T', 1.39), ('AS-MLP-S / Swin-S', 1.42), ('AS-MLP-B / Swin-B', 1.64)]

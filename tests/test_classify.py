@@ -14,7 +14,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from asmlp.classifiers import load_classifier  # noqa: E402
 from asmlp.image_io import load_image  # noqa: E402
-from asmlp.service import Engine  # noqa: E402
+from asmlp.engine import Engine, ModelCache  # noqa: E402
 from test_asmlp import official_forward, randomised  # noqa: E402  (the official AS-MLP forward, restated)
 
 EXAMPLE = 'assets/examples/chelsea_cat.jpg'
@@ -43,15 +43,17 @@ def official_asmlp(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_app(official_asmlp):
-    from asmlp.ui import build_app
-    classifiers = Engine(loader=lambda name: load_classifier(name, **TINY[name]))
-    demo = build_app(Engine(), classifiers)
+    from asmlp.app import build_app
+    classifiers = ModelCache(lambda name: load_classifier(name, **TINY[name]))
+    engine = Engine()
+    demo = build_app(engine, classifiers)
     port = free_port()
     demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield Client(f'http://127.0.0.1:{port}/', verbose=False), official_asmlp
     finally:
         demo.close()
+        engine.close()
 
 
 @pytest.mark.slow

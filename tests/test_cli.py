@@ -43,9 +43,10 @@ def test_bench_app_small_run():
     lines = out.stdout.splitlines()
     startup = next(line for line in lines if line.startswith('start-up, `python app.py` to HTTP 200'))
     assert re.search(r'a bare gr\.Blocks page, alternating with it: [0-9.]+ s; ratio [0-9.]+$', startup), startup
-    api = next(line for line in lines
-               if line.startswith('warm compare through the API, upernet_asmlp_nano + setr_pup_vit_nano, 128x171 image'))
-    total, first = (float(v) for v in re.search(r'masks only: ([0-9.]+) s .*first panel after ([0-9.]+) s', api).groups())
+    api = next(line for line in lines if line.startswith(
+        'warm compare through the API, upernet_asmlp_nano + setr_pup_vit_nano, 128x171 image'))
+    found = re.search(r'masks only: ([0-9.]+) s .*first panel after ([0-9.]+) s', api)
+    total, first = (float(v) for v in found.groups())
     assert first <= total  # the first model's panel comes before the whole answer
     engine = next(line for line in lines if line.startswith('the same in-process'))
     assert 'upernet_asmlp_nano' in engine and 'setr_pup_vit_nano' in engine

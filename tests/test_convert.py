@@ -3,7 +3,8 @@ saved as the real file type, converted through the CLI code path, loaded strictl
 reference (the official AS-MLP forward, nn.MultiheadAttention / nn.Unfold restatements of mmseg, and transformers
 4.x logits of a small UperNet-Swin stored in tests/fixtures). Zoo-sized layouts are checked on the meta device.
 
-Layout sources: /work/shared/reference/asmlp-official.md §1.2, §2.1 (AS-MLP ImageNet and mmseg), swin-setr-hub.md
+Layout sources: svip-lab/AS-MLP ``models/as_mlp.py`` and svip-lab/AS-MLP-Semantic-Segmentation
+``mmseg/models/backbones/asmlp.py`` (AS-MLP ImageNet and mmseg),
 §1.5 (HF Hub files), §2.3 (mmseg SETR); the original Swin seg backbone and mmseg's Swin (``stages``, ``w_msa``,
 ``ffn.layers``, nn.Unfold patch merging) as their module code names them.
 """
@@ -131,7 +132,7 @@ def swin_mmseg_layout(embed_dim, depths, num_heads, window):
 
 
 def hf_swin_layout(embed_dim, depths, num_heads, window):
-    """The transformers 4.x names of the openmmlab/upernet-swin-* Hub files (swin-setr-hub.md §1.5)."""
+    """The transformers 4.x names of the openmmlab/upernet-swin-* Hub files (their model.safetensors key lists)."""
     layout = {'embeddings.patch_embeddings.projection.weight': (embed_dim, 3, 4, 4),
               'embeddings.patch_embeddings.projection.bias': (embed_dim,),
               'embeddings.norm.weight': (embed_dim,), 'embeddings.norm.bias': (embed_dim,)}
@@ -160,7 +161,8 @@ def hf_swin_layout(embed_dim, depths, num_heads, window):
 
 def setr_mmseg_layout(variant, embed_dim, depth, grid, num_classes, channels=256, mla_channels=128,
                       aux_num_convs=2):
-    """mmseg SETR (swin-setr-hub.md §2.2, §2.3): ViT 'layers' backbone, Naive/PUP SETRUPHead or MLA neck + head."""
+    """mmseg SETR (mmseg/models/backbones/vit.py, decode_heads/setr_*.py, necks/mla_neck.py): ViT 'layers'
+    backbone, Naive/PUP SETRUPHead or MLA neck + head."""
     c = embed_dim
     layout = {'backbone.cls_token': (1, 1, c), 'backbone.pos_embed': (1, 1 + grid * grid, c),
               'backbone.patch_embed.projection.weight': (c, 3, 16, 16), 'backbone.patch_embed.projection.bias': (c,)}
@@ -282,8 +284,8 @@ def tiny_zoo(monkeypatch):
     def create_segmenter(name, *args, **kwargs):
         return builders[name]() if name in builders else real(name, *args, **kwargs)
 
-    real = zoo.create_segmenter
-    monkeypatch.setattr(zoo, 'create_segmenter', create_segmenter)
+    real = zoo.build_segmenter
+    monkeypatch.setattr(zoo, 'build_segmenter', create_segmenter)
     return builders
 
 
@@ -475,7 +477,7 @@ def test_hf_upernet_swin_fixture(tmp_path, tiny_zoo):
     tiny_zoo['upernet_swin_tiny'] = build
     src = FIXTURE / 'model.safetensors'
     hub = safetensors.torch.load_file(src)
-    # the Hub files' legacy layout (swin-setr-hub.md §1.5), written by transformers 4.x itself
+    # the Hub files' legacy layout, written by transformers 4.x itself
     expected = {**hf_swin_layout(swin['embed_dim'], swin['depths'], swin['num_heads'], swin['window_size']),
                 **upernet_layout([swin['embed_dim'] * 2 ** i for i in range(4)], config['hidden_size'],
                                  config['auxiliary_channels'], labels, bn='batch_norm', cls='classifier')}
@@ -597,7 +599,7 @@ def test_documented_layouts_load_strictly_into_the_zoo_models(name, fmt):
     converted = convert_state_dict(source, name)
     assert converted.source_format == fmt
     with torch.device('meta'):
-        model = zoo.create_segmenter(name)
+        model = zoo.build_segmenter(name)
     left = load_into(model, converted.state_dict, converted.kind)
     if fmt == 'asmlp-imagenet':
         assert converted.kind == 'imagenet-backbone'

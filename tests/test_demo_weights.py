@@ -22,7 +22,7 @@ from asmlp.demo.recipes import EVAL_SCENES, recipe_sha256
 from asmlp.hub import load_pretrained
 from asmlp.paths import REPO_ROOT
 from asmlp.synthetic import CONTEXT_PAIRS, example_seed, generate_batch, generate_scene, heldout_seeds
-from asmlp.zoo import create_segmenter, model_entry
+from asmlp.zoo import build_segmenter, model_entry
 
 DEMO_DIR = REPO_ROOT / 'weights' / 'demo'
 FLOOR_SCENES = 16
@@ -68,7 +68,7 @@ def test_zoo_entries_have_about_equal_budgets():
         entry = model_entry(name)
         assert entry['weights'] == [] and 'nothing published' in entry['published']['source']
         with torch.device('meta'):
-            model = create_segmenter(name)
+            model = build_segmenter(name)
         params[name] = sum(p.numel() for p in model.parameters())
     assert all(1e6 <= n <= 3e6 for n in params.values()), params
     assert max(params.values()) / min(params.values()) <= 1.25, params
@@ -127,7 +127,7 @@ def test_heldout_miou_above_the_floors(predictions, heldout):
 @pytest.mark.parametrize('name', DEMO_MODELS)
 def test_a_random_init_fails_the_floors(name):
     torch.manual_seed(0)
-    model = create_segmenter(name).eval()
+    model = build_segmenter(name).eval()
     report = evaluate(model, scenes=FLOOR_SCENES)
     print(f'{name} random init: mIoU {report.miou:.3f}')
     assert report.miou < RANDOM_CEILING < MIOU_FLOORS[name]

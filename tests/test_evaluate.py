@@ -172,7 +172,8 @@ def test_a_real_looking_subset_names_the_missing_images(tmp_path):
             (root / sub / 'validation' / f'ADE_val_{i:08d}.{ext}').write_bytes(b'')
     data = ADE20KFolder(tmp_path / 'unzipped')
     assert len(data) == 3 and data.root == root
-    assert 'ADE_val_00000003' in data.notes[0] and '2000' in data.notes[0] and '1992 more' in data.notes[0]  # 1997 missing, 5 named
+    # 1997 missing, 5 named
+    assert 'ADE_val_00000003' in data.notes[0] and '2000' in data.notes[0] and '1992 more' in data.notes[0]
 
 
 def test_untrained_models_are_refused_unless_allowed(small, tmp_path, monkeypatch, capsys):
@@ -276,3 +277,31 @@ def test_predict_names_a_bad_image_and_still_writes_the_others(small, tmp_path, 
     assert 'broken.jpg' in capsys.readouterr().err
     assert (tmp_path / 'o' / MODEL / f'{good.stem}_overlay.png').is_file()
     assert not (tmp_path / 'o' / MODEL / 'broken.png').exists()
+
+
+@pytest.mark.slow
+def test_ranks_with_different_weights_are_refused_naming_both_files(small, tmp_path):
+    """Rank 1 runs with its own weights/ (as another node would): a copy of the demo model with one tensor changed.
+    The run stops before summing, naming both files' sha256."""
+    from safetensors.torch import load_file, save_file
+
+    from asmlp.checkpoint_io import sha256_file
+    demo = ROOT / 'weights' / 'demo' / MODEL
+    other = tmp_path / 'other-node' / 'demo' / MODEL
+    shutil.copytree(demo, other)
+    tensors = load_file(other / 'model.safetensors')
+    first = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+    tensors[first] = tensors[first] + 1.0
+    save_file(tensors, other / 'model.safetensors')
+    per_rank = ('if [ "$RANK" = 1 ]; then export ASMLP_WEIGHTS_DIR="$ASMLP_OTHER_WEIGHTS"; fi; '
+                'exec "$0" -m asmlp "$@"')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '--no-python',
+           'sh', '-c', per_rank, sys.executable, 'evaluate', '--data', str(small[0]), '--models', MODEL,
+           '--no-progress']
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1',
+                              'ASMLP_OTHER_WEIGHTS': str(tmp_path / 'other-node')})
+    assert run.returncode != 0
+    assert 'loaded different weights' in run.stderr, run.stderr[-3000:]
+    for sha in (sha256_file(demo / 'model.safetensors'), sha256_file(other / 'model.safetensors')):
+        assert sha in run.stderr

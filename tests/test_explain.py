@@ -1,10 +1,11 @@
 """The explainer (asmlp.explain) against independent references.
 
 * the cross of one AS-MLP block and its compositions: written out from the paper's rule (s positions along the row
-  and s along the column, ``dilation`` apart; asmlp-official.md §4), composed by brute force;
+  and s along the column, ``dilation`` apart; AS-MLP paper §3.2-3.3), composed by brute force;
 * the shift animation: the paper's Fig. 2b case by hand, every frame against ``np.roll`` of the padded input;
 * theoretical RFs: hand-derived masks (cross of 4x4 patches, Swin windows, ViT global), the stage extents of
-  field-anchors.md §3.4, timm's own Swin attention mask, and the gradient support of the real backbones;
+  derived from the official code's strides and shifts, timm's own Swin attention mask, and the gradient support
+  of the real backbones;
 * ERF: exact zeros outside the theoretical RF (GroupNorm statistics frozen), side effects on the model;
 * figures: real frames that differ, Play/Pause and a slider wired to the frame names.
 """
@@ -256,7 +257,7 @@ def test_asmlp_rf_second_block_composes_crosses(shift_size, dilation):
 
 
 def test_asmlp_rf_stage_extents_match_reference():
-    # field-anchors.md §3.4: AS-MLP-T stage outputs C1..C4 = 36, 104, 496, 768 px (bounding box)
+    # derived from AS-MLP-T's shifts and strides: stage outputs C1..C4 = 36, 104, 496, 768 px (bounding box)
     steps = theoretical_rf('asmlp', input_size=1024)
     ends = [2, 4, 10, 12]
     assert [rf_extent(steps[i].mask)['height'] for i in ends] == [36, 104, 496, 768]

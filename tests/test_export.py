@@ -17,7 +17,7 @@ from asmlp.models.segmenter import InferenceConfig, Segmenter
 from asmlp.models.vit import ViTFeatures
 from asmlp.ops import use_backend
 from asmlp.ops.backends import triton_status
-from asmlp.zoo import create_segmenter
+from asmlp.zoo import build_segmenter
 
 FORMATS = {'NCHW': torch.contiguous_format, 'channels_last': torch.channels_last}
 BACKENDS = ['reference', 'fast', pytest.param('triton', marks=pytest.mark.skipif(
@@ -48,7 +48,8 @@ def exported(model, x, **kwargs):
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('fmt', FORMATS)
 def test_axial_shift_block_exports_and_compiles_exactly(backend, fmt):
-    """The issue's case: a channels_last map after GroupNorm/GELU exported with the fast backend was off by up to 3.4."""
+    """The issue's case: a channels_last map after GroupNorm/GELU exported with the fast backend was off by up to
+    3.4."""
     torch.manual_seed(0)
     mixer, block = AxialShift(16).eval(), AxialShiftedBlock(16).eval()
     x = torch.randn(1, 16, 8, 9).contiguous(memory_format=FORMATS[fmt])
@@ -105,11 +106,11 @@ def tiny_setr(kind: str, mode: str = 'whole') -> Segmenter:
 
 
 SEGMENTERS = {
-    **{name: (lambda name=name: create_segmenter(name).eval()) for name in NANO_ZOO},
+    **{name: (lambda name=name: build_segmenter(name).eval()) for name in NANO_ZOO},
     'setr_naive (tiny)': lambda: tiny_setr('naive'),
     'setr_mla (tiny)': lambda: tiny_setr('mla'),
     'setr_pup_vit_nano, slide': lambda: Segmenter(
-        **{k: getattr(create_segmenter('setr_pup_vit_nano'), k) for k in ('backbone', 'decode_head')},
+        **{k: getattr(build_segmenter('setr_pup_vit_nano'), k) for k in ('backbone', 'decode_head')},
         inference=InferenceConfig('slide', crop_size=(64, 64), stride=(43, 43))).eval(),
 }
 
@@ -129,7 +130,7 @@ def test_segmenter_exports_exactly(name):
 
 
 def test_compiled_segmenter_equals_eager():
-    model, x = create_segmenter('upernet_asmlp_nano').eval(), image(64, 96)
+    model, x = build_segmenter('upernet_asmlp_nano').eval(), image(64, 96)
     with torch.no_grad():
         expected = model(x)
         torch._dynamo.reset()
@@ -154,7 +155,7 @@ def test_inductor_compiled_block_equals_eager():
 def test_aot_inductor_package_of_the_smallest_segmenter(tmp_path):
     """``torch._inductor.aoti_compile_and_package`` of the exported SETR-PUP nano (the smallest zoo model), loaded
     back and run: equal to eager."""
-    model, x = create_segmenter('setr_pup_vit_nano').eval(), image(64, 64)
+    model, x = build_segmenter('setr_pup_vit_nano').eval(), image(64, 64)
     with torch.no_grad():
         program = torch.export.export(model, (x,))
         path = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / 'setr.pt2'))
@@ -168,7 +169,7 @@ def test_compile_makes_one_graph_per_input_shape(name):
     and memory format. Before, Dynamo hit its recompile limit in the fast shift (strides and dispatch keys) and
     recompiled the block forward per channel width."""
     from torch._dynamo.testing import CompileCounter
-    model = tiny_classifier() if name == 'classifier' else create_segmenter(name).eval()
+    model = tiny_classifier() if name == 'classifier' else build_segmenter(name).eval()
     torch._dynamo.reset()
     counter = CompileCounter()
     compiled = torch.compile(model, backend=counter, fullgraph=True)

@@ -2,7 +2,7 @@
 
 References: transformers' UperNet heads (an independent port of the same mmseg heads) for UPerHead / FCNHead, a
 functional re-statement (F.layer_norm / conv2d / batch_norm / interpolate) of the SETR heads, and the parameter
-counts of the reference notes (swin-setr-hub.md §1.3, §2.4; asmlp-official.md §2.1).
+counts of the published configs (Swin / AS-MLP segmentation READMEs, mmseg SETR configs).
 """
 import pytest
 import torch
@@ -123,7 +123,7 @@ def test_param_counts_upernet():
 
 
 def test_param_counts_setr():
-    # published / computed totals with a 304.15 M ViT-L backbone (swin-setr-hub.md §2.4)
+    # published / computed totals with a 304.15 M ViT-L backbone (mmseg SETR configs)
     naive = meta_params(SETRUPHead, 1024, 256, num_convs=1, up_scale=4, kernel_size=1)
     naive_aux = 3 * meta_params(SETRUPHead, 1024, 256, num_convs=2, kernel_size=1)
     pup = meta_params(SETRUPHead, 1024, 256, num_convs=4, up_scale=2, kernel_size=3)

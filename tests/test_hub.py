@@ -29,7 +29,7 @@ from huggingface_hub.hf_api import GitRefInfo, GitRefs
 import asmlp
 from asmlp import zoo
 from asmlp.convert import write_converted
-from asmlp.hub import fetch, net, resolve
+from asmlp.hub import fetch, net
 from asmlp.hub.pin import default_zoo_path, list_pins, pin_zoo
 from asmlp.hub.sources import COMMIT_RE, WeightSource, validate_source, weight_sources
 
@@ -406,7 +406,7 @@ def test_namespace_is_tried_before_the_zoo_repos(env, monkeypatch):
 
     monkeypatch.setattr(fetch, 'fetch_hub_file', no_hub)
     monkeypatch.setattr(fetch, 'fetch_url', no_url)
-    monkeypatch.setattr(resolve, '_build', lambda name: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(zoo, 'build_segmenter', lambda name: torch.nn.Linear(1, 1))  # the untrained build
     monkeypatch.setenv('ASMLP_HUB_NAMESPACE', 'someone')
     _, status = asmlp.hub.load_pretrained('upernet_swin_tiny')
     assert calls == [
@@ -604,15 +604,16 @@ def test_unreachable_hub_and_urls_fail_fast_without_hf_hub_offline(env, online, 
     monkeypatch.setenv('ASMLP_HUB_NAMESPACE', 'someone')  # the namespace is tried too
 
     build_seconds = []
+    real_build = zoo.build_segmenter
 
     def meta_build(name):
         start = time.perf_counter()
         with torch.device('meta'):
-            model = zoo.create_segmenter(name)
+            model = real_build(name)
         build_seconds.append(time.perf_counter() - start)
         return model
 
-    monkeypatch.setattr(resolve, '_build', meta_build)
+    monkeypatch.setattr(zoo, 'build_segmenter', meta_build)
     probes = count_probes(monkeypatch)
     timings = {}
     # first calls start from an empty reachability cache ("cold"), except where a silent server would make that
@@ -658,7 +659,7 @@ def test_silent_hub_end_to_end_with_the_real_model_build(env, online, monkeypatc
     server = SilentServer()
     probes = count_probes(monkeypatch)
     builds = []
-    real_build = resolve._build
+    real_build = zoo.build_segmenter
 
     def timed_build(name):
         start = time.perf_counter()
@@ -666,7 +667,7 @@ def test_silent_hub_end_to_end_with_the_real_model_build(env, online, monkeypatc
         builds.append(time.perf_counter() - start)
         return model
 
-    monkeypatch.setattr(resolve, '_build', timed_build)
+    monkeypatch.setattr(zoo, 'build_segmenter', timed_build)
     try:
         monkeypatch.setenv('HF_ENDPOINT', server.url)
         sources = [s for s in weight_sources('upernet_swin_tiny') if s.type == 'hub']
@@ -690,7 +691,7 @@ def test_hf_hub_offline_is_honoured_without_any_probe(env, monkeypatch):
     monkeypatch.setenv('HF_ENDPOINT', 'http://hub.nonexistent.invalid')
     monkeypatch.setenv('ASMLP_HUB_NAMESPACE', 'someone')
     probes = count_probes(monkeypatch)
-    monkeypatch.setattr(resolve, '_build', lambda name: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(zoo, 'build_segmenter', lambda name: torch.nn.Linear(1, 1))  # the untrained build
     _, status = asmlp.hub.load_pretrained('upernet_swin_tiny')
     assert status.kind == 'none' and probes == []
     assert all('offline' in p for p in status.problems)

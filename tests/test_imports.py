@@ -16,7 +16,8 @@ def test_import_is_light():
     assert fresh('import sys, asmlp; print(sorted(m for m in ("torch", "timm", "gradio") if m in sys.modules))') == '[]'
 
 
-@pytest.mark.parametrize('imports', ['import asmlp, timm', 'import timm, asmlp', 'import asmlp\nfrom timm import create_model as c\nimport timm'])
+@pytest.mark.parametrize('imports', ['import asmlp, timm', 'import timm, asmlp',
+                                     'import asmlp\nfrom timm import create_model as c\nimport timm'])
 def test_timm_knows_the_models_in_either_order(imports):
     code = f'{imports}\nm = timm.create_model("asmlp_tiny", embed_dim=8, depths=(1, 1, 1, 1))\n' \
            'print(type(m).__module__, sorted(timm.list_models("asmlp*")))'

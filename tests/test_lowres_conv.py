@@ -13,7 +13,7 @@ from asmlp.metrics import count_gmacs
 from asmlp.models.heads import SETRMLAHead, SETRUPHead, UPerHead
 from asmlp.models.lowres_conv import (conv_of_resized, direct_convolutions, interpolation_matrix, lowres_enabled,
                                       use_lowres)
-from asmlp.zoo import create_segmenter
+from asmlp.zoo import build_segmenter
 from test_heads import randomize_, rand_maps
 
 
@@ -130,7 +130,7 @@ def test_flop_counts_follow_the_papers_while_inference_does_less():
     """count_gmacs counts the architecture (UperNet-AS-MLP-T: 937 GMACs at 512x2048 in AS-MLP Table 6, asserted in
     test_zoo); the inference path at 512x683 runs at most 60% of those MACs."""
     with torch.device('meta'):
-        model = create_segmenter('upernet_asmlp_tiny').eval()
+        model = build_segmenter('upernet_asmlp_tiny').eval()
     counted = count_gmacs(model, (1, 3, 512, 683))
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:

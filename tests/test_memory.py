@@ -51,3 +51,27 @@ def test_grows_with_the_input_and_meta_counts_the_same(model):
         counted = peak_activation_bytes(lambda: meta_model(meta_x), meta_model, meta_x, device='meta')
     real = tracked(model, large)
     assert abs(counted - real) <= 0.02 * real, (counted, real)  # shapes decide the bytes, not the arithmetic
+
+
+
+@pytest.mark.parametrize('device', ['cpu', 'meta'])
+@pytest.mark.parametrize('pass_existing', [True, False])
+def test_counts_each_storage_the_forward_creates_once_while_it_is_alive(device, pass_existing):
+    x = torch.zeros(1000, device=device)  # exists before the call
+
+    def forward():
+        a = torch.empty(250, device=device)
+        views = a.view(25, 10), a[::2], a[None]  # share a's storage: nothing new
+        x.add_(1)  # in place on a tensor from before: nothing new
+        of_x = x.view(10, 100)  # a view of a tensor from before: nothing new
+        t = torch.tensor([0.5] * 100).to(device)  # made from data in the forward (then copied to meta): new
+        f = torch.ones(50, device=device)
+        del f  # freed before the end
+        o = torch.empty(0, device=device)
+        torch.add(t, t, out=o)  # grows o's storage to 100 floats
+        return a, views, of_x, t, o
+
+    existing = (x,) if pass_existing else ()
+    assert peak_activation_bytes(forward, *existing, device=device) == (250 + 100 + 100) * 4  # a, t, o in fp32
+    if device == 'cpu':
+        assert peak_activation_bytes(forward, *existing, device='meta') == 0  # only the device asked for

@@ -36,7 +36,8 @@ def test_bad_switch_value_is_named(monkeypatch):
 
 @pytest.mark.parametrize('value', ['0', '1'])
 def test_subprocesses_see_the_switch(value):
-    code = 'from asmlp.service import resolve_precision; import torch; print(resolve_precision("auto", torch.device("cpu")))'
+    code = ('from asmlp.service import resolve_precision; import torch; '
+            'print(resolve_precision("auto", torch.device("cpu")))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, precision.CPU_BF16_ENV: value})
     assert out.returncode == 0, out.stderr

@@ -65,10 +65,14 @@ def test_model_list_is_grouped_and_says_what_each_has(empty):
     asmlp_models = [n for n in names if presets.model_entry(n)['family'] == 'AS-MLP']
     assert asmlp_models == ['upernet_asmlp_nano', 'upernet_asmlp_tiny', 'upernet_asmlp_small', 'upernet_asmlp_base']
     label = dict((n, text) for text, n in choices)
-    assert label['upernet_asmlp_base'].endswith('ADE20K weights downloadable on request')
-    assert label['upernet_asmlp_tiny'].endswith('ImageNet backbone only, downloadable on request; head untrained')
-    assert label['upernet_asmlp_nano'].endswith('demo weights (generated scenes)')
-    assert label['setr_pup_vit_small'].endswith('untrained')
-    assert '[upernet_swin_tiny]' in label['upernet_swin_tiny']
+    assert label['upernet_asmlp_base'] == 'AS-MLP-B · ADE20K, downloaded on request'
+    assert label['upernet_asmlp_tiny'] == 'AS-MLP-T · ImageNet backbone on request, head untrained'
+    assert label['upernet_asmlp_nano'].endswith(' · demo weights')
+    assert label['setr_pup_vit_small'] == 'SETR-PUP (ViT-S/16, light CPU variant) · untrained'
+    assert label['upernet_swin_base_w12_in22k'].startswith('Swin-B (window 12, ImageNet-22K 384) · ')
+    assert len(set(label.values())) == len(label)  # every entry tells its model apart
+    tiny_state = 'ImageNet backbone only, downloadable on request; head untrained'
+    assert presets.weight_state('upernet_asmlp_tiny') == tiny_state
     (empty / official_file('upernet_asmlp_base', 'ade20k')).write_bytes(b'placeholder')
     assert presets.weight_state('upernet_asmlp_base') == 'ADE20K weights here'
+    assert presets.grouped_choices()[3] == ('AS-MLP-B · ADE20K here', 'upernet_asmlp_base')

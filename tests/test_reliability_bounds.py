@@ -21,7 +21,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from asmlp.limits import BUSY_MESSAGE, Busy, Gate, InferenceTimeout, Limits
+from asmlp.engine import Gate
+from asmlp.limits import BUSY_MESSAGE, Busy, InferenceTimeout, Limits
 from asmlp.service import Engine
 
 REPO = Path(__file__).resolve().parent.parent

@@ -405,7 +405,7 @@ class Payload:
 def test_checkpoints_with_code_are_never_executed(tmp_path, monkeypatch):
     """A code-carrying pickle where the app looks for weights — an official file name in weights/, a native
     folder, a URL download already in the cache — is refused with a clear status; the code never runs."""
-    from asmlp.service import Engine
+    from asmlp.engine import Engine
     weights, cache = tmp_path / 'weights', tmp_path / 'cache'
     monkeypatch.setenv('ASMLP_WEIGHTS_DIR', str(weights))
     monkeypatch.setenv('ASMLP_CACHE_DIR', str(cache))
@@ -420,9 +420,9 @@ def test_checkpoints_with_code_are_never_executed(tmp_path, monkeypatch):
     (weights / 'upernet_asmlp_nano' / 'config.json').write_text(json.dumps(
         {'model': 'upernet_asmlp_nano', 'kind': 'ade20k', 'source_format': 'native', 'converter_version': 1}))
     names = [n for n in ('upernet_asmlp_tiny', 'upernet_asmlp_nano') if n in __import__('asmlp').list_models()]
-    engine = Engine()
     image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
-    results = engine.segment(image, names, 'cpu', 'fp32', 64)
+    with Engine() as engine:
+        results = engine.segment(image, names, 'cpu', 'fp32', 64)
     assert not marker.exists()
     for r in results:
         assert r.status.kind == 'none' and 'unusable weights' in r.status.message, r.status.message

@@ -1,7 +1,10 @@
 """Load: ``python app.py`` on a loopback port, N concurrent ``compare`` requests through gradio_client (N = 4 in
 CI, 20 with ``ASMLP_LONG=1``): each one completes with the result of the same request run alone, or is turned away
 with the app's own busy message; none fails otherwise or times out; the server's peak RSS (VmHWM) stays <= 6 GiB.
-Also: a full app answers "busy" at once, and files outside the upload folder cannot be named through the API.
+Also: 20 identical compares at once (the app's default limits) are each served in full — every file of the answer
+downloads completely, byte for byte the files of the same request run alone — or told "busy", with no cut response
+and no traceback in the log (result images are files written once: asmlp/app/files.py); a full app answers "busy"
+at once, and files outside the upload folder cannot be named through the API.
 
 CI runs the server with ``ASMLP_MAX_WAITING=1`` (one running + one waiting) so that four requests exercise both
 outcomes; the long run uses the app's defaults. Figures go to ``test-output/reliability/load*.json``.
@@ -137,6 +140,53 @@ def test_concurrent_compare_requests_complete_identically_or_get_busy(server):
     assert all(kind in ('same', 'busy') for kind in kinds), outcomes
     assert kinds.count('same') >= 1 + (server['max_waiting'] or 0) or kinds.count('busy') == 0, outcomes
     assert peak <= PEAK_RSS_LIMIT, f'server peak RSS {peak / 2**30:.2f} GiB'
+
+
+def result_files(result) -> list[bytes]:
+    """The bytes of every file of a compare answer, as the client downloaded them: masks, overlays, disagreement."""
+    paths = [m['image'] for m in result[1]] + [o['image'] for o in result[2]] + [result[4]]
+    return [Path(path).read_bytes() for path in paths]
+
+
+@pytest.fixture(scope='module')
+def default_server(tmp_path_factory):
+    """``python app.py`` with the app's default limits (one running, eight waiting)."""
+    log_path = tmp_path_factory.mktemp('identical') / 'app.log'
+    proc, url = start_app(log_path, {'ASMLP_TORCH_THREADS': '1'}, timeout=120)
+    yield dict(url=url, log=log_path)
+    stop_app(proc)
+
+
+def test_identical_concurrent_compares_are_served_whole_or_busy(default_server):
+    """20 clients send the same compare at once: each answer is complete (every file downloads in full and equals
+    the lone request's) or the busy message; no other error, and the server log holds no traceback."""
+    n = 20
+    request = (EXAMPLES[0], MODELS, 128)
+    reference = result_files(call(Client(default_server['url'], verbose=False), *request))
+    clients = [Client(default_server['url'], verbose=False) for _ in range(n)]
+    barrier = threading.Barrier(n)
+
+    def one(client):
+        barrier.wait()
+        try:
+            files = result_files(call(client, *request))
+        except AppError as error:
+            return 'busy' if str(error) == BUSY_MESSAGE else f'error: {error}'
+        except Exception as error:  # noqa: BLE001  (a cut response, a timeout: failures)
+            return f'error: {type(error).__name__}: {error}'
+        return 'whole' if files == reference else 'different'
+
+    with ThreadPoolExecutor(n) as pool:
+        outcomes = list(pool.map(one, clients))
+    figures = dict(requests=n, whole=outcomes.count('whole'), busy=outcomes.count('busy'),
+                   failed=[o for o in outcomes if o not in ('whole', 'busy')], files_per_answer=len(reference))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / 'identical.json').write_text(json.dumps(figures, indent=1))
+    print('\nidentical:', json.dumps(figures))
+    assert set(outcomes) <= {'whole', 'busy'}, outcomes
+    assert outcomes.count('whole') >= 2, outcomes  # several answers downloaded while others were written
+    log = default_server['log'].read_text()
+    assert 'Traceback' not in log and 'LocalProtocolError' not in log, log[-3000:]
 
 
 def wait_until_running(job, timeout=120):

@@ -35,7 +35,7 @@ class PixelHead(nn.Module):
 
 
 @pytest.mark.parametrize('hw,expected', [
-    ((480, 640), (512, 683)),  # a typical ADE20K val image (swin-setr-hub.md §2.4: 512x683)
+    ((480, 640), (512, 683)),  # a typical ADE20K val image (mmseg's (2048, 512) keep-ratio resize of 480x640: 512x683)
     ((100, 1000), (205, 2048)),  # long side capped at 2048
     ((512, 512), (512, 512)),
     ((1024, 768), (683, 512)),
@@ -60,7 +60,7 @@ def test_whole_inference_logits_at_input_size():
 
 
 def test_slide_counts_and_averages_crops(monkeypatch):
-    # mmseg slide_inference at 512x2048, crop 512, stride 341: 1 x 6 crops (swin-setr-hub.md §2.4); 512x683: 2 crops
+    # mmseg ``EncoderDecoder.slide_inference`` at 512x2048, crop 512, stride 341: 1 x 6 crops; 512x683: 2
     model = Segmenter(nn.Module(), PixelHead(), inference=InferenceConfig('slide', (512, 512), (341, 341)))
     model.backbone.forward = lambda x: [x]
     whole = Segmenter(model.backbone, model.decode_head).eval()

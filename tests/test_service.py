@@ -59,8 +59,13 @@ def test_cache_is_bounded_and_lru():
     assert engine.cached() == ['upernet_asmlp_tiny', 'upernet_swin_tiny']
 
 
-def test_segment_and_measure():
-    engine = Engine(loader=tiny_loader([]))
+@pytest.fixture
+def engine():
+    with Engine(loader=tiny_loader([])) as engine:
+        yield engine
+
+
+def test_segment_and_measure(engine):
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     heard = []
     results = engine.segment(image, ['upernet_asmlp_tiny', 'upernet_swin_tiny'], 'cpu', 'fp32', short_side=64,
@@ -72,13 +77,14 @@ def test_segment_and_measure():
         assert abs(sum(c['share'] for c in r.legend) - 1) < 1e-6
     rows = engine.measure(image, ['upernet_asmlp_tiny'], 'cpu', 'fp32', short_side=64, runs=2)
     row, = rows
-    assert row['runs'] == 2 and row['p10_ms'] <= row['latency_ms'] <= row['p90_ms']
-    assert row['input'] == '64x90' and row['paper_gmacs'] == 937
-    assert 900 < row['gmacs_512x2048'] < 1000 and 0 < row['gmacs'] < row['gmacs_512x2048']
+    assert row.runs == 2 and row.p10_ms <= row.latency_ms <= row.p90_ms
+    assert row.input == '64x90' and row.paper_gmacs == 937
+    assert 900 < row.gmacs_512x2048 < 1000 and 0 < row.gmacs < row.gmacs_512x2048
     logits_mib = 150 * 64 * 90 * 4 / 2**20  # model(x) returns fp32 logits at the input size
-    assert logits_mib <= row['activation_mib'] < 20 * logits_mib  # the timed forward, not the process's RSS
-    assert row['activation_mib_512x2048'] > 100 * row['activation_mib']  # the real UperNet-T at 512x2048 (meta)
-    assert 100 < row['param_mib'] < 300  # 60 M fp32 parameters, reported apart
+    assert logits_mib <= row.activation_mib < 20 * logits_mib  # the timed forward, not the process's RSS
+    assert row.activation_mib_512x2048 > 100 * row.activation_mib  # the real UperNet-T at 512x2048 (meta)
+    assert 100 < row.param_mib < 300  # 60 M fp32 parameters, reported apart
+    assert len(row.as_dict()) == 18 and row.as_dict()['name'] == 'upernet_asmlp_tiny'  # the table's row
     with pytest.raises(ValueError, match='short side'):
         engine.segment(image, ['upernet_asmlp_tiny'], 'cpu', 'fp32', short_side=5000)
 

@@ -62,11 +62,13 @@ def test_fast_equals_reference_forward_and_backward(shift_size, dilation):
 def test_reference_follows_the_official_index_rule(shift_size, dilation):
     for shape, dim in itertools.product([(2, 11, 5, 7), (1, 96, 3, 4), (1, 2, 4, 4)], (2, 3)):
         x = fresh(shape, torch.float64, torch.contiguous_format)
-        assert torch.equal(axial_shift_reference(x, dim, shift_size, dilation), index_rule(x, dim, shift_size, dilation))
+        assert torch.equal(axial_shift_reference(x, dim, shift_size, dilation),
+                           index_rule(x, dim, shift_size, dilation))
 
 
 def test_paper_example_shift_5_along_w():
-    # asmlp-official.md §1.3: k=5 on W, channel groups 0..4 read in[w+2], in[w+1], in[w], in[w-1], in[w-2]
+    # the official shift (svip-lab/AS-MLP models/shift_cuda.py):
+    # channel groups 0..4 read in[w+2], in[w+1], in[w], in[w-1], in[w-2]
     x = torch.arange(1., 10.).expand(1, 5, 1, 9).contiguous()
     rows = axial_shift(x, 3, 5)[0, :, 0].tolist()
     assert rows == [
@@ -148,3 +150,14 @@ def test_traced_formulation_equals_reference_and_its_adjoint(dilation):
         grad = fresh(shape, torch.float64, memory_format)
         vjp, = torch.autograd.grad(ref, x, grad)
         assert torch.equal(axial_shift_traced(grad, dim, shift_size, dilation, sign=-1), vjp), case
+
+
+def test_bench_shift_rows_in_bf16_on_the_cpu():
+    """``bench shift --precision bf16``: the same four timings per direction in that dtype; no Triton column on a
+    CPU (the interpreter is not a benchmark)."""
+    from asmlp.bench.shift import bench_shift, format_rows
+    rows = bench_shift(shapes=[(1, 10, 6, 7)], repeat=3, precision='bf16')
+    assert [r['axis'] for r in rows] == ['W', 'H']
+    assert all(set(r) == {'shape', 'axis', 'copy', 'official', 'materialised', 'fast'} for r in rows)
+    lines = format_rows(rows).splitlines()
+    assert 'triton' not in lines[0] and len({line.count('|') for line in lines}) == 1

@@ -1,27 +1,33 @@
 """The ZeroGPU path (asmlp/space/zerogpu.py) with a stand-in ``spaces`` module (tests/fakes/spaces: pickles the
-arguments and results as ZeroGPU's worker queues do): the model handlers are wrapped only on ZeroGPU, the app
-serves and compares on the CPU, each wrapped handler's result survives ``pickle.dumps``, the GPU durations follow
-the chosen work; the cpu-basic defaults (demo preset, the cold-start note) and the engine in a forked child."""
+arguments and results as ZeroGPU's worker queues do): every model handler (compare, measure, both ERFs, classify)
+is wrapped, and only on ZeroGPU; the app serves and runs them on the CPU, each wrapped handler's result survives
+``pickle.dumps``, the GPU durations follow the chosen work; the cpu-basic defaults (demo preset, the cold-start
+note) and the engine in a forked child."""
 from __future__ import annotations
 
 import json
 import multiprocessing
 import pickle
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from asmlp import presets
+from asmlp.app import Work
 from asmlp.bench.app import start_app, stop_app
-from asmlp.service import Engine
-from asmlp.space import warmup, zerogpu
+from asmlp.engine import Engine
+from asmlp.space import hardware, warmup, zerogpu
+from asmlp.space.runtime import space_deployment
 
 FAKES = Path(__file__).resolve().parent / 'fakes'
 EXAMPLE = Path(__file__).resolve().parent.parent / 'assets' / 'examples' / 'generated_0.png'
 DEMO = ['upernet_asmlp_nano', 'upernet_swin_nano', 'setr_pup_vit_nano']
-MODEL_HANDLERS = {'compare', 'measure', 'erf'}
+MODEL_HANDLERS = {'compare', 'measure', 'erf', 'erf_imagenet', 'classify'}
+CLASSIFIERS = ['asmlp_tiny', 'deit_small']
 
 
 @pytest.fixture
@@ -32,48 +38,97 @@ def fake_spaces(monkeypatch):
     monkeypatch.setitem(sys.modules, 'spaces', spaces)  # gone again after the test
     assert spaces.__version__ == '0.0-test'
     spaces.calls.clear()
-    return spaces
+    yield spaces
+    join_counting()
+
+
+def join_counting():
+    """On ZeroGPU the app counts the preselected models in the background from start-up (asmlp/space/warmup.py)."""
+    for counting in [t for t in threading.enumerate() if t.name == 'asmlp-count']:
+        counting.join(120)
 
 
 def handlers(demo) -> dict:
     return {f.api_name: f.fn for f in demo.fns.values() if f.api_name in MODEL_HANDLERS}
 
 
-def test_model_handlers_are_wrapped_only_on_zero_gpu(fake_spaces, monkeypatch):
-    from asmlp.ui import build_app
+@pytest.fixture
+def engine():
+    with Engine() as engine:
+        yield engine
+
+
+@pytest.fixture
+def tiny_classifiers():
+    """The classifiers' cache with small untrained models (ImageNet weights are not here offline)."""
+    from asmlp.classifiers import load_classifier
+    from asmlp.engine import ModelCache
+    small = {'asmlp_tiny': dict(embed_dim=16, depths=(1, 1, 1, 1)), 'deit_small': dict(depth=12, embed_dim=32,
+                                                                                         num_heads=2)}
+    return ModelCache(lambda name: load_classifier(name, download=False, **small[name]))
+
+
+def test_model_handlers_are_wrapped_only_on_zero_gpu(fake_spaces, monkeypatch, engine):
+    from asmlp.app import build_app
     monkeypatch.delenv('SPACES_ZERO_GPU', raising=False)
-    plain = handlers(build_app(Engine()))
+    plain = handlers(build_app(engine, deployment=space_deployment()))
     assert set(plain) == MODEL_HANDLERS and not any(hasattr(fn, 'zero_gpu') for fn in plain.values())
     monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
-    wrapped = handlers(build_app(Engine()))
+    demo = build_app(engine, deployment=space_deployment())
+    wrapped = handlers(demo)
     assert set(wrapped) == MODEL_HANDLERS and all(hasattr(fn, 'zero_gpu') for fn in wrapped.values())
-    others = [f.fn for f in build_app(Engine()).fns.values() if f.api_name not in MODEL_HANDLERS]
+    others = [f.fn for f in demo.fns.values() if f.api_name not in MODEL_HANDLERS]
     assert others and not any(hasattr(fn, 'zero_gpu') for fn in others)  # the explainer needs no GPU
+    assert not any(hasattr(fn, 'zero_gpu') for fn in handlers(build_app(engine)).values())
 
 
-def test_wrapped_handlers_run_on_the_cpu_and_return_picklable_cpu_objects(fake_spaces, monkeypatch):
-    from asmlp.ui import build_app
+def test_wrapped_handlers_run_on_the_cpu_and_return_picklable_cpu_objects(fake_spaces, monkeypatch, engine,
+                                                                          tiny_classifiers):
+    from asmlp.app import build_app
     monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
-    fns = handlers(build_app(Engine()))
-    result = list(fns['compare'](str(EXAMPLE), DEMO, 'cpu', 'fp32', 128, 0.5, 'none'))[-1]  # panels as they come
+    fns = handlers(build_app(engine, tiny_classifiers, deployment=space_deployment()))
+    result = list(fns['compare'](str(EXAMPLE), DEMO, 'auto', 'fp32', 128, 0.5, 'none'))[-1]  # panels as they come
     status, masks, state = result[0], result[1], result[-1]
     assert 'Shift op: fast path (no CUDA device in this call).' in status
-    assert len(masks) == 3 and state['models'] == DEMO
-    measured = fns['measure'](state, 'cpu', 'fp32', 128, 1)
+    assert len(masks) == 3 and state.models == DEMO
+    measured = fns['measure'](state, 'auto', 'fp32', 128, 1)
     figure = fns['erf'](str(EXAMPLE), DEMO[:1], 64)
-    for value in (result, measured, figure):
+    imagenet_figure = fns['erf_imagenet'](str(EXAMPLE), CLASSIFIERS)
+    markdown, table, data = fns['classify'](str(EXAMPLE), CLASSIFIERS)
+    assert table['headers'] == ['rank', 'AS-MLP-T', 'DeiT-S'] and len(data) == 2
+    for value in (result, measured, figure, imagenet_figure, (markdown, table, data)):
         assert pickle.loads(pickle.dumps(value)) is not None
-    assert [c['function'] for c in fake_spaces.calls] == ['compare', 'measure', 'erf']
-    duration = fake_spaces.calls[0]['duration']
-    assert isinstance(duration, int) and 15 <= duration <= 300
+    assert [c['function'] for c in fake_spaces.calls] == ['compare', 'measure', 'erf', 'erf_imagenet', 'classify']
+    assert all(isinstance(c['duration'], int) and 15 <= c['duration'] <= 300 for c in fake_spaces.calls)
 
 
-def test_a_bad_request_is_refused_before_any_gpu_is_asked_for(fake_spaces, monkeypatch):
+def test_every_wrapped_handler_computes_where_auto_points_in_the_gpu_worker(fake_spaces, monkeypatch, engine,
+                                                                             tiny_classifiers):
+    """On ZeroGPU the device 'auto' is resolved inside the GPU call, for every handler: the models each handler
+    loads land on the device the worker resolves (the CPU here: no CUDA in this call)."""
+    import torch
+
+    from asmlp.app import build_app
+    monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
+    resolved = []
+    import asmlp.engine.devices as devices
+    real = devices.resolve_device
+    monkeypatch.setattr(devices, 'resolve_device', lambda choice: resolved.append(choice) or real(choice))
+    fns = handlers(build_app(engine, tiny_classifiers, deployment=space_deployment()))
+    fns['erf'](str(EXAMPLE), DEMO[:1], 64)
+    fns['erf_imagenet'](str(EXAMPLE), CLASSIFIERS[:1])
+    fns['classify'](str(EXAMPLE), CLASSIFIERS[:1])
+    assert resolved == ['auto', 'auto', 'auto']  # none of them hard-codes the CPU
+    assert engine.is_cached(DEMO[0], torch.device('cpu'))
+    assert tiny_classifiers.contains(CLASSIFIERS[0], 'cpu')
+
+
+def test_a_bad_request_is_refused_before_any_gpu_is_asked_for(fake_spaces, monkeypatch, engine):
     import gradio as gr
 
-    from asmlp.ui import build_app
+    from asmlp.app import build_app
     monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
-    fns = handlers(build_app(Engine()))
+    fns = handlers(build_app(engine, deployment=space_deployment()))
     with pytest.raises(gr.Error, match='unknown model'):
         list(fns['compare'](str(EXAMPLE), ['no_such_model'], 'cpu', 'fp32', 128, 0.5, 'none'))
     with pytest.raises(gr.Error, match='Upload an image'):
@@ -82,20 +137,43 @@ def test_a_bad_request_is_refused_before_any_gpu_is_asked_for(fake_spaces, monke
         fns['measure'](None, 'cpu', 'fp32', 128, 1)
     with pytest.raises(gr.Error, match='Upload an image'):
         fns['erf'](None, DEMO, 64)
+    with pytest.raises(gr.Error, match='Upload an image'):
+        fns['erf_imagenet'](None, CLASSIFIERS)
+    with pytest.raises(gr.Error, match='unknown classifier'):
+        fns['classify'](str(EXAMPLE), ['resnet50'])
     assert fake_spaces.calls == []
 
 
 def test_the_gpu_duration_follows_the_work():
-    base = ['upernet_asmlp_base', 'upernet_swin_base', 'setr_pup_vit_large']
-    tiny = zerogpu.estimate_seconds('compare', DEMO, 128)
-    single = zerogpu.estimate_seconds('compare', base, 512)
+    base = ('upernet_asmlp_base', 'upernet_swin_base', 'setr_pup_vit_large')
+    compare = lambda models, size, passes=1.0: zerogpu.estimate_seconds(  # noqa: E731
+        Work('compare', 'segmenter', tuple(models), size, passes))
+    tiny = compare(DEMO, 128)
+    single = compare(base, 512)
     assert 15 <= tiny <= 20  # about the fixed overhead: three 2 M-parameter models at 128 px
-    assert tiny < single < zerogpu.estimate_seconds('compare', base, 1024)
-    assert single < zerogpu.estimate_seconds('compare', base, 512, aug='ms-flip') <= 300
-    assert zerogpu.estimate_seconds('measure', base, 512, runs=20) > zerogpu.estimate_seconds('measure', base, 512)
-    assert zerogpu.estimate_seconds('erf', base, 512) == 300  # the CPU-side backward of three big backbones: capped
+    assert tiny < single < compare(base, 1024)
+    assert single < compare(base, 512, 17.375) <= 300  # MS+flip
+    assert compare(base, 512, 22) > compare(base, 512, 3)  # measure: runs + warm-up + memory forward
+    classifiers = zerogpu.estimate_seconds(Work('classify', 'classifier', ('deit_base', 'swin_base'), 224, 1))
+    assert 15 <= classifiers < single  # 87-88 M parameters, 15-18 GMACs at 224 each
     with pytest.raises(ValueError, match='unknown model'):
-        zerogpu.estimate_seconds('compare', ['nope'], 128)
+        compare(['nope'], 128)
+
+
+def test_each_handler_says_what_it_runs():
+    """The work descriptions the durations come from: the models, the size, the passes per model."""
+    from asmlp.app import handlers as h
+    from asmlp.app.views import CompareState
+    assert h.compare_work('x.png', DEMO, 'auto', 'auto', 256, 0.5, 'ms-flip') == Work(
+        'compare', 'segmenter', tuple(DEMO), 256, 2 * sum(r * r for r in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)))
+    state = CompareState(image=None, results=[type('R', (), {'name': n})() for n in DEMO[:2]])
+    assert h.measure_work(state, 'auto', 'auto', 128, 5) == Work('measure', 'segmenter', tuple(DEMO[:2]), 128, 7)
+    assert h.erf_work('x.png', DEMO[:1], 64) == Work('erf', 'segmenter', tuple(DEMO[:1]), 64, 3)
+    assert h.erf_imagenet_work('x.png', CLASSIFIERS) == Work('erf_imagenet', 'classifier', tuple(CLASSIFIERS), 224,
+                                                              3)
+    assert h.classify_work('x.png', None) == Work('classify', 'classifier', ('asmlp_tiny', 'swin_tiny',
+                                                                             'deit_small'), 224, 1)
+    assert h.compare_work(None, DEMO) is None and h.measure_work(None) is None
 
 
 def test_the_fused_kernel_is_used_where_it_compiles_else_the_fast_path_with_the_reason(monkeypatch):
@@ -117,19 +195,19 @@ def test_the_fused_kernel_is_used_where_it_compiles_else_the_fast_path_with_the_
     assert backend == 'fast' and 'disagrees with the reference' in why
 
 
-def test_off_zero_gpu_the_handler_is_itself(monkeypatch):
+def test_off_zero_gpu_nothing_is_wrapped(monkeypatch, fake_spaces):
     monkeypatch.delenv('SPACES_ZERO_GPU', raising=False)
-    fn = lambda image_path, models, short_side: None  # noqa: E731
-    assert zerogpu.gpu_handler(fn, 'erf') is fn
-    with pytest.raises(ValueError, match='unknown handler kind'):
-        zerogpu.gpu_handler(fn, 'segment')
+    assert zerogpu.handler_wrapper(fake_spaces) is None
+    assert space_deployment().wrap is None
+    monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
+    assert zerogpu.handler_wrapper(fake_spaces) is not None
 
 
 @pytest.mark.slow
 def test_the_app_serves_and_compares_with_spaces_on_zero_gpu(tmp_path):
     """The exported ZeroGPU folder's ``python app.py`` with the stand-in ``spaces`` importable and
-    SPACES_ZERO_GPU=true: the papers' pair preselected; compare, measure and erf through the public API, each a
-    pickled "GPU" call with its duration."""
+    SPACES_ZERO_GPU=true: the papers' pair preselected; compare, measure, erf and classify through the public
+    API, each a pickled "GPU" call with its duration."""
     from gradio_client import Client, handle_file
 
     from asmlp.space.export import export_space
@@ -149,10 +227,12 @@ def test_the_app_serves_and_compares_with_spaces_on_zero_gpu(tmp_path):
         table, _ = client.predict('auto', 'auto', 128, 1, api_name='/measure')
         assert [row[0] for row in table['data']][:3] and len(table['data']) >= 3
         client.predict(handle_file(str(EXAMPLE)), DEMO[:1], 64, api_name='/erf')
+        status, _, data = client.predict(handle_file(str(EXAMPLE)), ['deit_small'], api_name='/classify')
+        assert [row['title'] for row in data] == ['DeiT-S'] and 'no weights' in status
     finally:
         stop_app(proc)
     records = [json.loads(line) for line in calls.read_text().splitlines()]
-    assert [r['function'] for r in records] == ['compare', 'measure', 'erf']
+    assert [r['function'] for r in records] == ['compare', 'measure', 'erf', 'classify']
     assert all(15 <= r['duration'] <= 300 and r['result_bytes'] > 0 for r in records)
     log = (tmp_path / 'app.log').read_text()
     assert 'Traceback' not in log, log[-3000:]
@@ -162,20 +242,21 @@ def test_cpu_basic_preselects_the_demo_models_and_zero_gpu_the_papers_pair(monke
     monkeypatch.setattr(presets, 'available_kind', lambda name: 'ade20k')  # every ADE20K file on disk
     monkeypatch.delenv('SPACES_ZERO_GPU', raising=False)
     monkeypatch.delenv('SYSTEM', raising=False)
+    assert hardware.space_preset() is None and space_deployment().preset is None
     assert presets.default_preset() == 'base'  # locally: the best preset whose weights are here
     monkeypatch.setenv('SYSTEM', 'spaces')
-    assert presets.default_preset() == 'demo'  # 2 vCPU: the models that answer in seconds
+    assert presets.default_preset(space_deployment().preset) == 'demo'  # 2 vCPU: models that answer in seconds
     monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
-    assert presets.default_preset() == 'base'
+    assert presets.default_preset(space_deployment().preset) == 'base'
 
 
-def test_a_cold_cpu_basic_space_says_what_is_loading(monkeypatch):
-    engine = Engine()
+def test_a_cold_cpu_basic_space_says_what_is_loading(monkeypatch, engine):
     monkeypatch.delenv('SPACES_ZERO_GPU', raising=False)
     monkeypatch.delenv('SYSTEM', raising=False)
     assert warmup.start_warm_up(engine, DEMO) is None  # a local `python app.py` loads on first use
     monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
-    assert warmup.start_warm_up(engine, DEMO) is None  # ZeroGPU loads in its GPU worker
+    assert warmup.start_warm_up(engine, DEMO) is None  # ZeroGPU loads in its GPU worker (and counts meanwhile)
+    join_counting()
     monkeypatch.delenv('SPACES_ZERO_GPU')
     assert not engine.cached()
     monkeypatch.setenv('SYSTEM', 'spaces')
@@ -190,17 +271,14 @@ def test_a_cold_cpu_basic_space_says_what_is_loading(monkeypatch):
 
 def test_zero_gpu_counts_the_preselected_models_from_start_up(monkeypatch, tmp_path):
     """What the GPU duration estimate needs is counted in the background at start-up, not on the first request."""
-    import time
-
     from asmlp.counts_cache import counts_path
     monkeypatch.setenv('ASMLP_CACHE_DIR', str(tmp_path))
     monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
     assert not any(counts_path(name, (512, 2048)).is_file() for name in DEMO)
-    assert warmup.start_warm_up(Engine(), DEMO) is None
-    deadline = time.monotonic() + 120
-    while not all(counts_path(name, (512, 2048)).is_file() for name in DEMO):
-        assert time.monotonic() < deadline, 'the counts were not written'
-        time.sleep(0.2)
+    with Engine() as engine:
+        assert warmup.start_warm_up(engine, DEMO) is None
+    join_counting()
+    assert all(counts_path(name, (512, 2048)).is_file() for name in DEMO), 'the counts were not written'
 
 
 def _run_in_child(engine, queue):
@@ -208,10 +286,14 @@ def _run_in_child(engine, queue):
 
 
 def test_the_engine_works_in_a_forked_child_after_working_in_the_parent():
-    """ZeroGPU forks its worker from a main process whose engine may have run work (its inference thread exists
-    there only): the child's engine must run work, not wait for that thread."""
+    """ZeroGPU forks its worker from a main process whose engine may be running work (its inference thread and
+    the request holding the slot exist there only): the child's engine must run work, not wait for them."""
     engine = Engine(loader=lambda name: None)
-    assert engine.run(lambda: 1) == 1  # the parent's inference thread now exists
+    release = threading.Event()
+    parent = threading.Thread(target=lambda: engine.run(release.wait), name='asmlp-test-parent-work')
+    parent.start()  # the parent's request runs (holding the slot, its inference thread alive) while the child forks
+    while not engine.gate.snapshot()['running']:
+        time.sleep(0.01)
     context = multiprocessing.get_context('fork')
     queue = context.Queue()
     child = context.Process(target=_run_in_child, args=(engine, queue), daemon=True)
@@ -219,6 +301,9 @@ def test_the_engine_works_in_a_forked_child_after_working_in_the_parent():
     try:
         assert queue.get(timeout=60) == 42
     finally:
+        release.set()
+        parent.join(10)
         child.join(10)
         if child.is_alive():
             child.kill()
+        engine.close()

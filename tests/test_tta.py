@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from asmlp.models.tta import MS_RATIOS, aug_scales, cost_factor, ms_flip_probabilities, segment
 from asmlp.synthetic import generate_scene
-from asmlp.zoo import create_segmenter
+from asmlp.zoo import build_segmenter
 
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -94,7 +94,7 @@ def image():
 @pytest.mark.parametrize('name,mode', [('upernet_asmlp_nano', 'whole'), ('setr_pup_vit_nano', 'slide')])
 def test_ms_flip_equals_mmseg_aug_test(name, mode, image):
     torch.manual_seed(0)
-    model = create_segmenter(name).eval()
+    model = build_segmenter(name).eval()
     if mode == 'slide':  # crops smaller than the larger views: the window slides inside each view
         model.inference = dataclasses.replace(model.inference, mode='slide', crop_size=(64, 64), stride=(48, 48))
     short = 64  # views of 32x40 (smaller than the window) .. 112x140 (6 crops)
@@ -116,5 +116,5 @@ def test_scales_and_cost():
 
 def test_single_scale_is_predict(image):
     torch.manual_seed(0)
-    model = create_segmenter('upernet_swin_nano').eval()
+    model = build_segmenter('upernet_swin_nano').eval()
     np.testing.assert_array_equal(segment(model, image, 'none'), model.predict(image, scale=(512, 128)))

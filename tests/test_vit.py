@@ -266,7 +266,8 @@ def test_flops_count_attention_only_unfused():
             model(x)
         counts[fused] = fc.get_total_flops() // 2
     assert counts[False] == _macs(4, 6, 32, 4, 16, True)
-    # torch 2.14 on the CPU: fused SDPA (_scaled_dot_product_flash_attention_for_cpu) is not counted (env-check §6),
+    # torch 2.14 on the CPU: fused SDPA (_scaled_dot_product_flash_attention_for_cpu) is not counted by
+    # torch.utils.flop_counter,
     # which is why fused_attn=False exists; should a torch upgrade count it, this flags the switch as unneeded
     assert counts[True] == _macs(4, 6, 32, 4, 16, True, with_attn=False)
 

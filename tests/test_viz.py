@@ -7,7 +7,8 @@ from asmlp.ade20k import CLASSES, PALETTE
 
 
 def test_palette_and_classes_are_mmsegs():
-    # spot checks from mmseg's ADE20KDataset (swin-setr-hub.md §3.2), incl. the duplicated grey of road/skyscraper
+    # spot checks from mmseg's ADE20KDataset (mmseg/datasets/ade.py PALETTE), incl. the duplicated grey of
+    # road/skyscraper
     assert (len(CLASSES), PALETTE.shape) == (150, (150, 3))
     assert CLASSES[2] == 'sky' and tuple(PALETTE[2]) == (6, 230, 230)
     assert CLASSES[12] == 'person' and tuple(PALETTE[12]) == (150, 5, 61)

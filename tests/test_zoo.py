@@ -13,7 +13,7 @@ REQUIRED = {
     'upernet_swin_base', 'upernet_swin_base_w12_in22k', 'upernet_swin_large_w12_in22k', 'setr_naive_vit_large',
     'setr_pup_vit_large', 'setr_mla_vit_large', 'setr_pup_vit_base', 'setr_pup_vit_small',
 }
-# totals with the auxiliary FCN head, computed from the official AS-MLP code (asmlp-official.md §2.1)
+# totals with the auxiliary FCN head, computed from the official AS-MLP code (svip-lab/AS-MLP-Semantic-Segmentation)
 ASMLP_PARAMS_M = {'upernet_asmlp_tiny': 59.94, 'upernet_asmlp_small': 81.25, 'upernet_asmlp_base': 121.26}
 # published GMACs at 512x2048 (AS-MLP paper Table 6; Swin seg README)
 PAPER_GMACS = {'upernet_asmlp_tiny': 937, 'upernet_asmlp_small': 1024, 'upernet_asmlp_base': 1166,
@@ -39,6 +39,23 @@ def test_unknown_name_lists_the_known_ones():
         asmlp.create_segmenter('upernet_asmlp_huge')
 
 
+def test_one_create_segmenter_with_and_without_weights(tmp_path, monkeypatch):
+    """asmlp.create_segmenter is asmlp.hub.create_segmenter (the zoo only builds: zoo.build_segmenter);
+    ``pretrained=True`` gives load_pretrained's model (here the shipped demo weights), in eval mode."""
+    import asmlp.hub
+    from asmlp import zoo
+    assert asmlp.create_segmenter is asmlp.hub.create_segmenter and not hasattr(zoo, 'create_segmenter')
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('ASMLP_CACHE_DIR', str(tmp_path))
+    model = asmlp.create_segmenter('upernet_asmlp_nano', pretrained=True)
+    reference, status = asmlp.hub.load_pretrained('upernet_asmlp_nano', download=False)
+    assert status.kind == 'demo' and not model.training
+    assert all(a.equal(b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert asmlp.create_segmenter('upernet_asmlp_nano', num_classes=7).decode_head.conv_seg.out_channels == 7
+    with pytest.raises(ValueError, match='150 ADE20K classes'):
+        asmlp.create_segmenter('upernet_asmlp_nano', num_classes=7, pretrained=True)
+
+
 def test_info_json_fields(info_rows):
     assert set(info_rows) == set(asmlp.list_models())
     for row in info_rows.values():
@@ -62,14 +79,15 @@ def test_gmacs_at_512x2048_match_the_papers(info_rows, name):
 
 
 def test_swin_upernet_params_match_the_papers(info_rows):
-    # Swin seg README: 60M / 81M / 121M; HF/mmseg Swin-T UperNet = 59.94 M with aux (swin-setr-hub.md §1.3)
+    # Swin seg README: 60M / 81M / 121M; HF/mmseg Swin-T UperNet = 59.94 M with aux
+    # (https://huggingface.co/openmmlab/upernet-swin-tiny)
     assert abs(info_rows['upernet_swin_tiny']['params'] / 1e6 - 59.94) <= 0.01
     for name, published in (('upernet_swin_small', 81), ('upernet_swin_base', 121)):
         assert round(info_rows[name]['params'] / 1e6) == published
 
 
 def test_setr_params(info_rows):
-    # swin-setr-hub.md §2.4: PUP 308.32 M without aux heads, 317.29 M with them; Naive 304.45; MLA 309.42
+    # mmseg SETR configs counted: PUP 308.32 M without aux heads, 317.29 M with them; Naive 304.45; MLA 309.42
     assert abs(info_rows['setr_pup_vit_large']['params_no_aux'] / 1e6 - 308.3) <= 0.1
     assert abs(info_rows['setr_pup_vit_large']['params'] / 1e6 - 317.3) <= 0.1
     assert abs(info_rows['setr_naive_vit_large']['params_no_aux'] / 1e6 - 304.45) <= 0.01

@@ -8,7 +8,7 @@
   defaults of issue 6 on an image of the given size. One untimed call loads the models first; weights are whatever
   the app finds (random-initialised models cost the same time as trained ones).
 
-The same compare is also timed in this process through :class:`asmlp.service.Engine` (no HTTP, no PNGs) with the
+The same compare is also timed in this process through :class:`asmlp.engine.Engine` (no HTTP, no PNGs) with the
 per-model seconds, to show where the time goes; and its label maps are compared with the literal computation
 (:func:`literal_labels`: fp32, the papers' convolutions, full-size logits), in the app's precision and in fp32.
 The roofline line puts each model's executed GMACs next to this CPU's measured GEMM rate: the time no kernel tuning
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..allocator import keep_freed_memory
-from ..service import DEFAULT_MODELS, Engine
+from ..engine.engine import DEFAULT_MODELS, Engine
 from .timing import Timing, machine_description, summarize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,9 +81,9 @@ def free_port() -> int:
 
 def launch_in_process(engine) -> tuple[object, str]:
     """The app (``build_app`` over ``engine``, with ``app.py``'s queue settings) served by this process on a free
-    loopback port; returns the ``gr.Blocks`` (``.close()`` it) and its URL."""
+    loopback port; returns the ``gr.Blocks`` (``.close()`` it, and ``engine.close()``) and its URL."""
+    from ..app import build_app
     from ..limits import queue_settings
-    from ..ui import build_app
     demo = build_app(engine)
     demo.queue(**queue_settings(engine.limits))
     port = free_port()
@@ -134,8 +134,10 @@ def bench_compare_api(image_path: Path, models, short_side: int, repeat: int,
     proc, url = start_app(log_dir / 'compare.log')
     try:
         client = Client(url, verbose=False)
-        submit = lambda: client.submit(handle_file(str(image_path)), list(models), 'cpu', 'auto', short_side, 0.5,
-                                       api_name='/compare')
+
+        def submit():
+            return client.submit(handle_file(str(image_path)), list(models), 'cpu', 'auto', short_side, 0.5,
+                                 api_name='/compare')
         submit().result()  # loads the models
         first, total = [], []
         for _ in range(repeat):
@@ -158,7 +160,12 @@ def bench_compare_engine(image: np.ndarray, models, short_side: int, repeat: int
     """Engine timings, and per model how many pixels of the app's labels (and of fp32 labels on the same path)
     equal the literal computation's in fp32 (:func:`literal_labels`)."""
     keep_freed_memory()  # as app.py does
-    engine = Engine()
+    with Engine() as engine:
+        return _compare_engine(engine, image, models, short_side, repeat)
+
+
+def _compare_engine(engine: Engine, image: np.ndarray, models, short_side: int,
+                    repeat: int) -> tuple[list[float], dict, dict]:
     engine.segment(image, models, 'cpu', 'auto', short_side)
     seconds, per_model = [], {name: [] for name in models}
     for _ in range(repeat):
@@ -197,13 +204,13 @@ def roofline(image: np.ndarray, models, short_side: int, per_model: dict, precis
     import torch
     from ..metrics import count_gmacs
     from ..preprocess import rescale_size
-    from ..zoo import create_segmenter
+    from ..zoo import build_segmenter
     rate = gemm_gmacs_per_s(precision)
     height, width = rescale_size(*image.shape[:2], (4 * short_side, short_side))
     parts = []
     for name in models:
         with torch.device('meta'):
-            model = create_segmenter(name).eval()
+            model = build_segmenter(name).eval()
         gmacs = count_gmacs(model, (1, 3, height, width), as_executed=True)
         measured = per_model[name].median_ms / 1e3
         parts.append(f'{name} {gmacs:.0f} GMACs = {gmacs / rate:.2f} s at the GEMM rate, '

@@ -26,9 +26,9 @@ def build_model(name: str) -> torch.nn.Module:
     import timm
 
     from .. import models  # noqa: F401  (registers asmlp_* with timm)
-    from ..zoo import create_segmenter, list_models
+    from ..zoo import build_segmenter, list_models
     torch.manual_seed(0)
-    model = create_segmenter(name) if name in list_models() else timm.create_model(name)
+    model = build_segmenter(name) if name in list_models() else timm.create_model(name)
     return model.eval()
 
 

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from ..ops import use_backend
+from .timing import time_fn
 
 STAGES = ((96, 128), (192, 64), (384, 32), (768, 16))  # AS-MLP-T (channels, side) at 512x512
 E2E_MODELS = ('upernet_asmlp_tiny', 'upernet_swin_tiny')
@@ -31,18 +32,7 @@ Timer = Callable[[Callable[[], object]], float]
 def cuda_timer(warmup: int = 10, repeat: int = 50) -> Timer:
     """Median milliseconds of ``fn()`` over ``repeat`` warm runs, each bracketed by CUDA events."""
     def measure(fn):
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        samples = []
-        for _ in range(repeat):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        return statistics.median(samples)
+        return time_fn(fn, warmup=warmup, repeat=repeat, device='cuda').median_ms
     return measure
 
 
@@ -125,14 +115,14 @@ def bench_token_mixing(device, timer: Timer, shapes, dtype=torch.float16) -> lis
 
 
 def bench_end_to_end(device, timer: Timer, size, batches, models=E2E_MODELS, dtype=torch.float16) -> list[dict]:
-    from ..zoo import create_segmenter
+    from ..zoo import build_segmenter
     rows = []
     for batch in batches:
         x = torch.randn(batch, 3, *size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
         baseline = None
         for name in models:
             torch.manual_seed(0)
-            model = create_segmenter(name).to(device=device, dtype=dtype).eval()
+            model = build_segmenter(name).to(device=device, dtype=dtype).eval()
             backends = ('fast', 'triton') if 'asmlp' in name else ('auto',)
             for backend in backends:
                 with torch.inference_mode(), use_backend(backend):
@@ -170,10 +160,10 @@ def main(repeat: int = 50, batches=(1, 8), size=(512, 512)) -> None:
         print('# bench fused: no CUDA GPU on this machine; the Triton kernels are benchmarked only on a GPU '
               '(nothing measured)')
         return
-    from ..ops.backends import triton_status
-    problem = triton_status()
+    from ..ops import triton_problem
+    problem = triton_problem('cuda')
     if problem:
-        print(f'# bench fused: Triton is not usable here ({problem}); nothing measured')
+        print(f'# bench fused: the Triton kernels cannot run on the GPU here: {problem}; nothing measured')
         return
     import triton
     device = torch.device('cuda')

@@ -1,7 +1,9 @@
-"""``python -m asmlp bench models``: forward latency of zoo segmenters on this machine, side by side.
+"""``python -m asmlp bench models [--device cpu|cuda]``: forward latency of zoo segmenters, side by side.
 
-For each model: the backbone alone and the whole inference forward, fp32 and bf16 autocast (bf16 only where the
-CPU supports it natively), NCHW and channels_last; and how many pixels of the bf16 label map agree with fp32.
+For each model: the backbone alone and the whole inference forward, NCHW and channels_last, in fp32 and the
+device's autocast precision (CPU: bf16, only where the CPU supports it natively; GPU: fp16, what precision "auto"
+runs there), and how many pixels of that label map agree with fp32 on the same device. CPU times are wall clock,
+GPU times CUDA events; the header says whether TF32 is on for fp32 on the GPU (torch's defaults unless changed).
 Weights are random (seeded): latency does not depend on them, and the agreement shows the numerical drift of bf16
 on the same weights. The input is a smooth synthetic scene (gradients and shapes) so label maps have structure.
 """
@@ -12,9 +14,9 @@ import torch
 
 from ..precision import autocast, cpu_bf16_supported
 from ..preprocess import preprocess
-from ..service import DEFAULT_MODELS
-from ..zoo import create_segmenter
-from .timing import machine_description, time_fn
+from ..engine.engine import DEFAULT_MODELS
+from ..zoo import build_segmenter
+from .timing import check_device, device_description, time_fn
 
 DEFAULT_SIZE = (512, 512)
 FORMATS = {'NCHW': torch.contiguous_format, 'channels_last': torch.channels_last}
@@ -33,23 +35,33 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def bench_models(names, size: tuple[int, int], repeat: int, precisions: tuple[str, ...]) -> list[dict]:
+def device_precisions(device: torch.device) -> tuple[str, ...]:
+    """fp32 and the device's low precision: fp16 on a GPU, bf16 on a CPU that has it (or ``ASMLP_CPU_BF16=1``)."""
+    if device.type == 'cuda':
+        return 'fp32', 'fp16'
+    return ('fp32', 'bf16') if cpu_bf16_supported() else ('fp32',)
+
+
+def bench_models(names, size: tuple[int, int], repeat: int, precisions: tuple[str, ...],
+                 device: torch.device | str = 'cpu') -> list[dict]:
     """Time every model in every configuration; configurations outermost, so the models of one configuration
     are measured back to back under the same machine conditions."""
+    device = torch.device(device)
     models = {}
     for name in names:
         torch.manual_seed(0)
-        models[name] = create_segmenter(name).eval()
-    image = preprocess(synthetic_image(*size), scale=None)
+        models[name] = build_segmenter(name).eval().to(device)
+    image = preprocess(synthetic_image(*size), scale=None).to(device)
     rows, fp32_labels = [], {}
     for fmt_name, fmt in FORMATS.items():
         x = image.contiguous(memory_format=fmt)
         for precision in precisions:
             for name, model in models.items():
                 model.to(memory_format=fmt)
-                with torch.inference_mode(), autocast('cpu', precision):
-                    backbone = time_fn(lambda: model.backbone(x), warmup=1, repeat=repeat, max_seconds=60)
-                    e2e = time_fn(lambda: model(x), warmup=1, repeat=repeat, max_seconds=120)
+                with torch.inference_mode(), autocast(device, precision):
+                    backbone = time_fn(lambda: model.backbone(x), warmup=1, repeat=repeat, max_seconds=60,
+                                       device=device)
+                    e2e = time_fn(lambda: model(x), warmup=1, repeat=repeat, max_seconds=120, device=device)
                     labels = model(x).argmax(1)
                 reference = fp32_labels.setdefault((name, fmt_name), labels)
                 rows.append(dict(model=name, format=fmt_name, precision=precision, backbone=backbone, e2e=e2e,
@@ -65,7 +77,8 @@ def format_rows(rows: list[dict]) -> str:
         lines.append(f'| {r["model"]} | {r["format"]} | {r["precision"]} | {r["backbone"].median_ms:.0f} '
                      f'({r["backbone"].p10_ms:.0f}–{r["backbone"].p90_ms:.0f}) | {r["e2e"].median_ms:.0f} '
                      f'({r["e2e"].p10_ms:.0f}–{r["e2e"].p90_ms:.0f}) | {100 * r["agreement"]:.2f}% |')
-    lines += ['', '| model | fastest configuration | end to end (ms) | label agreement with fp32 |', '|---|---|---|---|']
+    lines += ['', '| model | fastest configuration | end to end (ms) | label agreement with fp32 |',
+              '|---|---|---|---|']
     for name in dict.fromkeys(r['model'] for r in rows):
         best = min((r for r in rows if r['model'] == name), key=lambda r: r['e2e'].median_ms)
         lines.append(f'| {name} | {best["format"]}, {best["precision"]} | {best["e2e"].median_ms:.0f} '
@@ -73,11 +86,13 @@ def format_rows(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def main(models=DEFAULT_MODELS, size=DEFAULT_SIZE, repeat: int = 5, threads: int = 2) -> None:
+def main(models=DEFAULT_MODELS, size=DEFAULT_SIZE, repeat: int = 5, threads: int = 2, device: str = 'cpu') -> None:
+    device = check_device(device)
     torch.set_num_threads(threads)
-    precisions = ('fp32', 'bf16') if cpu_bf16_supported() else ('fp32',)
+    precisions = device_precisions(device)
     height, width = size
-    print(f'# bench models at {height}x{width}, batch 1, median (p10–p90) of {repeat} warm runs; '
-          f'bf16 = torch.autocast{"" if "bf16" in precisions else " (skipped: no native bf16 on this CPU, or ASMLP_CPU_BF16=0)"}')
-    print(f'# {machine_description()}')
-    print(format_rows(bench_models(models, (height, width), repeat, precisions)))
+    low = ('fp16 = torch.autocast' if device.type == 'cuda' else 'bf16 = torch.autocast' if 'bf16' in precisions
+           else 'bf16 skipped: no native bf16 on this CPU, or ASMLP_CPU_BF16=0')
+    print(f'# bench models on {device} at {height}x{width}, batch 1, median (p10–p90) of {repeat} warm runs; {low}')
+    print(f'# {device_description(device)}')
+    print(format_rows(bench_models(models, (height, width), repeat, precisions, device)))

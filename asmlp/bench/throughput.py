@@ -16,7 +16,7 @@ import torch
 
 from ..classifiers import classifier_entry, create_classifier, list_classifiers
 from ..precision import autocast
-from .timing import machine_description, summarize
+from .timing import check_device, device_description, summarize
 
 DEFAULT_BATCH = 64  # AS-MLP Table 1
 FAMILIES = ('AS-MLP', 'Swin')  # the ratio the AS-MLP paper claims: AS-MLP / Swin at equal size
@@ -88,18 +88,19 @@ def format_rows(rows: list[dict]) -> str:
 
 def main(models=None, batch: int = DEFAULT_BATCH, repeat: int = 5, threads: int = 2, device: str = 'cpu',
          precision: str = 'fp32', channels_last: bool = False, as_json: bool = False) -> None:
+    device = str(check_device(device))
     torch.set_num_threads(threads)
     names = list(models or list_classifiers())
     for name in names:
         classifier_entry(name)  # unknown names fail before any model is built
     rows = measure(names, batch, repeat, device, precision, channels_last)
     if as_json:
-        print(json.dumps(dict(machine=machine_description(), rows=rows, ratios=ratios(rows))))
+        print(json.dumps(dict(machine=device_description(torch.device(device)), rows=rows, ratios=ratios(rows))))
         return
     from ..ops.backends import get_backend, resolve_backend
     backend = resolve_backend(torch.empty(0, device=device), get_backend())
     print(f'# bench throughput at 224x224, batch {batch}, {device} {precision}'
           f'{" channels_last" if channels_last else ""}, AS-MLP shift backend {backend}, median (p10–p90) of '
           f'{repeat} interleaved rounds')
-    print(f'# {machine_description()}')
+    print(f'# {device_description(torch.device(device))}')
     print(format_rows(rows))

@@ -11,11 +11,21 @@ pixel by pixel, only context tells them apart) and shipped in ``weights/demo/<na
 - ``folder.py``: :func:`write_folder` — ``config.json`` + ``model.safetensors`` (fp16) + ``README.md`` model card.
 - ``examples.py``: :func:`write_examples` — ``assets/examples/generated_*.png``.
 - ``cli.py``: ``python -m asmlp train-demo`` (:func:`register_cli`, :func:`run_train_demo`).
+
+The demo detectors (Mask R-CNN nano on AS-MLP and Swin, trained on ``synth-coco`` scenes; ``train-demo
+--detectors``): ``detection_recipes.py`` (:data:`DEMO_DETECTORS`, recipes, held-out sets), ``detection_targets.py``
+(assigner, sampler, target encoding), ``detection_train.py`` (:func:`train_detector`: losses and the loop),
+``detection_evaluate.py`` (held-out AP through ``evaluate-coco``), ``detection_folder.py`` (the folder and
+:func:`load_demo_detector`).
 """
 from .cli import register_cli, run_train_demo
+from .detection_folder import load_demo_detector
+from .detection_recipes import DEMO_DETECTORS, DETECTION_RECIPES, DetectionRecipe
+from .detection_train import train_detector
 from .evaluate import IoUReport, evaluate, predict_batch
 from .recipes import DEMO_MODELS, DEMO_SIZE, EVAL_SCENES, PREDICT_SCALE, RECIPES, Recipe
 from .train import TrainResult, train
 
 __all__ = ['DEMO_MODELS', 'DEMO_SIZE', 'PREDICT_SCALE', 'EVAL_SCENES', 'RECIPES', 'Recipe', 'IoUReport', 'TrainResult',
-           'evaluate', 'predict_batch', 'train', 'register_cli', 'run_train_demo']
+           'evaluate', 'predict_batch', 'train', 'register_cli', 'run_train_demo',
+           'DEMO_DETECTORS', 'DETECTION_RECIPES', 'DetectionRecipe', 'train_detector', 'load_demo_detector']

@@ -59,9 +59,9 @@ def _fmt(value) -> str:
 def _params(name: str) -> int:
     import torch
 
-    from ..zoo import create_segmenter
+    from ..zoo import build_segmenter
     with torch.device('meta'):
-        return sum(p.numel() for p in create_segmenter(name).parameters())
+        return sum(p.numel() for p in build_segmenter(name).parameters())
 
 
 def model_card(config: dict) -> str:
@@ -130,8 +130,9 @@ mIoU {heldout['miou']:.3f} over the scene classes, pixel accuracy {heldout['pixe
 """
 
 
-def write_folder(model: nn.Module, config: dict, out_dir: str | os.PathLike) -> Path:
-    """Write ``out_dir/model.safetensors`` (floating tensors as fp16), ``config.json`` and ``README.md``."""
+def write_folder(model: nn.Module, config: dict, out_dir: str | os.PathLike, card: str | None = None) -> Path:
+    """Write ``out_dir/model.safetensors`` (floating tensors as fp16), ``config.json`` and ``README.md`` (``card``,
+    by default the segmenter card :func:`model_card`)."""
     from safetensors.torch import save_file
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,6 @@ def write_folder(model: nn.Module, config: dict, out_dir: str | os.PathLike) -> 
     atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     text = json.dumps(config, indent=2) + '\n'
     atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
-    card = model_card(config)
+    card = model_card(config) if card is None else card
     atomic_write(out / CARD_FILE, lambda tmp: Path(tmp).write_text(card))
     return out

@@ -5,12 +5,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from ..synthetic import HELDOUT_SCENES, HELDOUT_SIZE
+
 __all__ = ['DEMO_MODELS', 'DEMO_SIZE', 'PREDICT_SCALE', 'EVAL_SCENES', 'Recipe', 'RECIPES', 'recipe_sha256']
 
 DEMO_MODELS = ('upernet_asmlp_nano', 'upernet_swin_nano', 'setr_pup_vit_nano')
-DEMO_SIZE = 128  # training and held-out scenes are DEMO_SIZE x DEMO_SIZE
+DEMO_SIZE = HELDOUT_SIZE  # training and held-out scenes are DEMO_SIZE x DEMO_SIZE
 PREDICT_SCALE = (DEMO_SIZE, DEMO_SIZE)  # Segmenter.predict(image, scale=PREDICT_SCALE): long side at most 128
-EVAL_SCENES = 64  # held-out scenes heldout_seeds(EVAL_SCENES) for the recorded numbers
+EVAL_SCENES = HELDOUT_SCENES  # held-out scenes heldout_seeds(EVAL_SCENES) for the recorded numbers
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,9 @@ def train(name: str, *, steps: Optional[int] = None, seed: int = 0, max_minutes:
 
 
 def _train(name: str, recipe: Recipe, seed: int, max_minutes: Optional[float], progress: bool) -> TrainResult:
-    from ..zoo import create_segmenter
+    from ..zoo import build_segmenter
     torch.manual_seed(seed)
-    model = create_segmenter(name).train()
+    model = build_segmenter(name).train()
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and 'pos_embed' not in n and 'cls_token' not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and 'pos_embed' not in n
                                                                 and 'cls_token' not in n)]

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..models.tta import AUGS
+from ..errors import first_line
 
 __all__ = ['register_cli', 'run_evaluate', 'run_predict', 'run_synth']
 
@@ -29,7 +30,7 @@ def _positive(text: str) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    from ..service import DEVICES, PRECISIONS
+    from ..engine.choices import DEVICES, PRECISIONS
     parser.add_argument('--models', nargs='+', required=True, metavar='NAME', help='zoo model names')
     parser.add_argument('--aug', choices=AUGS, default='none',
                         help="test-time augmentation: none (single scale) or ms-flip (the papers' MS: 6 scales x "
@@ -53,14 +54,11 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def _error(message: str) -> int:
     rank = os.environ.get('RANK')
-    prefix = f'error (rank {rank} of {os.environ.get("WORLD_SIZE")})' if rank and os.environ.get('WORLD_SIZE', '1') != '1' \
+    world = os.environ.get('WORLD_SIZE', '1')
+    prefix = f'error (rank {rank} of {world})' if rank and world != '1' \
         else 'error'
     print(f'{prefix}: {message}', file=sys.stderr, flush=True)
     return 2
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _fmt(value) -> str:
@@ -90,7 +88,7 @@ def _write_json(path: Path, report: dict) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..service import check_model_names, resolve_device, resolve_precision
+    from ..engine.devices import check_model_names, resolve_device, resolve_precision
     from .dataset import ADE20KFolder, BadSample, DataError
     from .distributed import start
     from .run import EvalOptions, Refused, evaluate_models
@@ -119,7 +117,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return _error(f'{e}{hint}')
     except RuntimeError as e:  # a failing shard (an injected fault), a collective that timed out or lost a peer
         lost = ' (another process failed, died or hung: see its message above)' if procs.distributed else ''
-        return _error(f'{_first_line(e)}{lost}')
+        return _error(f'{first_line(e)}{lost}')
     if procs.main:
         print(format_table(report), flush=True)
         if args.out is not None:
@@ -147,7 +145,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .. import load_pretrained, viz
     from ..models.tta import segment
     from ..precision import autocast
-    from ..service import check_model_names, resolve_device, resolve_precision
+    from ..engine.devices import check_model_names, resolve_device, resolve_precision
     from .dataset import BadSample, encode_labels, read_image
     try:
         names = check_model_names(args.models)

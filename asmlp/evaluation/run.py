@@ -4,7 +4,8 @@ number of processes), one all_reduce of the int64 sums, and the summary beside t
 
 Per-image records: ``<out>.parts/<model>.<aug>.rank<r>.jsonl``, a header line with the settings, then one line per
 image (``{"name", "areas": [[class, I, U, P, L], ...]}`` for the classes with a non-empty union, or ``{"name",
-"bad"}`` for a skipped sample). ``$ASMLP_EVAL_FAULT=RANK:N[:raise|kill|hang]`` makes process RANK fail after N images (tests).
+"bad"}`` for a skipped sample). ``$ASMLP_EVAL_FAULT=RANK:N[:raise|kill|hang]`` makes process RANK fail after N
+images (tests).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .distributed import Procs, shard
 from .metrics import NUM_CLASSES, Totals, intersect_and_union
 from .published import published_miou
 
-__all__ = ['EvalOptions', 'Refused', 'evaluate_models', 'weights_label', 'FAULT_ENV']
+__all__ = ['EvalOptions', 'Refused', 'evaluate_models', 'weights_label', 'FAULT_ENV', 'inject_fault']
 
 FAULT_ENV = 'ASMLP_EVAL_FAULT'
 REFUSED_KINDS = ('none', 'imagenet-backbone')
@@ -100,7 +101,7 @@ def _record(name: str, areas: np.ndarray) -> dict:
     return {'name': name, 'areas': [[int(c), *map(int, areas[:, c])] for c in used]}
 
 
-def _fault(procs: Procs, done: int) -> None:
+def inject_fault(procs: Procs, done: int) -> None:
     """``$ASMLP_EVAL_FAULT=RANK:N[:raise|kill|hang]``: process RANK fails (an error), dies (SIGKILL) or hangs
     after N images."""
     spec = os.environ.get(FAULT_ENV, '')
@@ -132,6 +133,7 @@ def evaluate_one(name: str, data: ADE20KFolder, indices: list[int], options: Eva
     if status.kind in REFUSED_KINDS and not options.allow_untrained:
         raise Refused(f'{name}: {status.message}; its mIoU would be meaningless (pass --allow-untrained to '
                       f'evaluate it anyway, or put its ADE20K weights in weights/: see weights/README.md)')
+    procs.check_same_weights(name, model, status.sha256, status.source)
     model = model.to(device).eval()
     short = int(options.short_side or model.inference.short_side)
     settings = _settings(name, status, options, short)
@@ -182,7 +184,7 @@ def evaluate_one(name: str, data: ADE20KFolder, indices: list[int], options: Eva
                 if bar is not None:
                     bar.update(1)
                 continue
-            _fault(procs, computed)
+            inject_fault(procs, computed)
             try:
                 sample = data.load(i)
             except BadSample as bad:

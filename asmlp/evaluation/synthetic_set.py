@@ -2,10 +2,10 @@
 ``annotations/validation/<name>.png`` in the real encoding (class index + 1, 0 = "other"), so the evaluation runs
 offline, in tests and for newcomers.
 
-``heldout=True`` writes the held-out scenes ``heldout_seeds(count)`` (default :data:`~asmlp.demo.EVAL_SCENES`) at
-the demo size: exactly those behind each demo model's recorded ``heldout.miou``. Otherwise scene ``i`` has the seed
-:func:`dataset_seed` ``(4, seed, i)``, disjoint from training ``(0, ...)``, held-out ``(1, ...)``, examples
-``(2, ...)`` and speed runs ``(3, ...)``.
+``heldout=True`` writes the held-out scenes ``heldout_seeds(count)`` (default :data:`~asmlp.synthetic.HELDOUT_SCENES`)
+at the demo size: exactly those behind each demo model's recorded ``heldout.miou``. Otherwise scene ``i`` has the seed
+:func:`dataset_seed` ``(4, seed, i)``, disjoint from training ``(0, ...)``, held-out ``(1, ...)``, examples ``(2,
+...)`` and speed runs ``(3, ...)``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Optional
 
 from PIL import Image
 
-from ..synthetic import generate_scene, heldout_seeds
+from ..synthetic import HELDOUT_SCENES, HELDOUT_SIZE, generate_scene, heldout_seeds
 from .dataset import encode_labels
 
 __all__ = ['JPEG_QUALITY', 'dataset_seed', 'write_synthetic_ade20k']
@@ -32,11 +32,10 @@ def write_synthetic_ade20k(out: os.PathLike | str, count: Optional[int] = None, 
                            heldout: bool = False, size: int = 128) -> list[str]:
     """Write ``count`` scenes into ``out`` in the ADEChallengeData2016 layout; returns their names (sorted).
     Existing files of the same names are replaced; nothing else in ``out`` is touched."""
-    from ..demo.recipes import DEMO_SIZE, EVAL_SCENES
     if heldout:
-        count = EVAL_SCENES if count is None else count
-        if size != DEMO_SIZE:
-            raise ValueError(f'the held-out scenes are {DEMO_SIZE}x{DEMO_SIZE}; --size does not apply')
+        count = HELDOUT_SCENES if count is None else count
+        if size != HELDOUT_SIZE:
+            raise ValueError(f'the held-out scenes are {HELDOUT_SIZE}x{HELDOUT_SIZE}; --size does not apply')
         seeds = heldout_seeds(count)
         names = [f'heldout_{i:05d}' for i in range(count)]
     else:

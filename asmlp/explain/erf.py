@@ -1,6 +1,6 @@
 """Effective receptive field (ERF) of backbone stage outputs (Luo et al., NeurIPS 2016; RepLKNet's scripts).
 
-Method (DingXiaoH/RepLKNet-pytorch ``erf/visualize_erf.py`` and ``erf/analyze_erf.py``, field-anchors.md §3.2):
+Method (DingXiaoH/RepLKNet-pytorch ``erf/visualize_erf.py`` and ``erf/analyze_erf.py``):
 
 1. the backbone in eval mode, the image as the only tensor that needs a gradient;
 2. per stage output: objective = the channels of the centre position ``(h // 2, w // 2)``, summed

@@ -1,9 +1,9 @@
 """Shared plotly styling for the explainer figures: one look, animation controls, map helpers.
 
 Every figure of :mod:`asmlp.explain` is a plain ``plotly.graph_objects.Figure`` meant to be embedded with
-``fig.to_json()`` and drawn by plotly.js (``Plotly.newPlot`` + ``Plotly.addFrames``; gr.Plot drops frames,
-env-check.md §4.4). Animated figures carry real ``frames``, a Play/Pause button pair and a slider whose steps
-animate to the frame of the same name.
+``fig.to_json()`` and drawn by plotly.js (``Plotly.newPlot`` + ``Plotly.addFrames``; gr.Plot drops frames:
+it serialises only ``data`` and ``layout``, gradio ``components/plot.py``). Animated figures carry real
+``frames``, a Play/Pause button pair and a slider whose steps animate to the frame of the same name.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 import torch.nn as nn
 
 __all__ = ['ErfSubject', 'StageMaps', 'trained_label', 'classifier_subject', 'segmenter_subject', 'load_subject',
-           'square_input']
+           'square_input', 'erf_of_subjects']
 
 TRAINED_LABELS = {'imagenet': 'trained, ImageNet-1K', 'ade20k': 'trained, ADE20K',
                   'imagenet-backbone': 'backbone trained, ImageNet-1K', 'demo': 'demo weights, generated scenes',
@@ -95,3 +95,11 @@ def square_input(image, size: int = 224):
     transform = create_transform(input_size=(3, size, size), crop_pct=1.0, interpolation='bicubic',
                                  mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
     return transform(Image.fromarray(image)).unsqueeze(0)
+
+
+def erf_of_subjects(subjects: Sequence[ErfSubject], x) -> tuple[dict[str, list], dict[str, list[str]]]:
+    """Per subject (keyed by title): its effective receptive fields on the input ``x``
+    (:func:`asmlp.explain.effective_rf`, on the backbone's device), and its stage labels: the app's two ERF
+    views draw them with :func:`asmlp.explain.erf_figure`."""
+    from .erf import effective_rf
+    return ({s.title: effective_rf(s.backbone, x) for s in subjects}, {s.title: s.stage_labels for s in subjects})

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import first_line
+
 __all__ = ['register_cli', 'run_pin', 'run_publish', 'run_download', 'run_mirror']
 
 
@@ -77,7 +79,7 @@ def _is_url(text: str) -> bool:
 
 def run_download(args: argparse.Namespace) -> int:
     from ..zoo import list_models
-    from .download import DownloadError, download_models, download_url
+    from .download import DownloadError, download_report, download_url
     from .fetch import CorruptDownload, Unavailable
     from .progress import tqdm_callback
     targets = list(getattr(args, 'targets', None) or [])
@@ -88,32 +90,39 @@ def run_download(args: argparse.Namespace) -> int:
                 print('download: give one URL and the zoo model it is for: download URL --model NAME', file=sys.stderr)
                 return 1
             try:
-                folder, info = download_url(urls[0], args.model, force=getattr(args, 'force', False),
-                                            progress=progress)
+                done = download_url(urls[0], args.model, force=getattr(args, 'force', False), progress=progress)
             except (DownloadError, Unavailable, CorruptDownload, ValueError, OSError) as error:
-                print(f'download: {str(error).splitlines()[0] if str(error) else type(error).__name__}',
-                      file=sys.stderr)
+                print(f'download: {first_line(error)}', file=sys.stderr)
                 return 1
-            print(f'wrote {folder / "model.safetensors"} and {folder / "config.json"}: {info["model"]} from '
-                  f'{info["source_format"]} ({info["kind"]}), source sha256 {info["source_sha256"]}')
+            info = done.config
+            if done.written:
+                print(f'wrote {done.folder / "model.safetensors"} and {done.folder / "config.json"}: {info["model"]} '
+                      f'from {info["source_format"]} ({info["kind"]}), source sha256 {info["source_sha256"]}')
+            else:
+                print(f'{done.folder}/ already holds {info["model"]} converted from this file (sha256 '
+                      f'{info["source_sha256"]}): nothing to do')
             return 0
         names = list_models() if getattr(args, 'all', False) else targets
         if not names:
             print('download: name zoo models (python -m asmlp info), --all, or URL --model NAME', file=sys.stderr)
             return 1
         try:
-            results = download_models(names, every_source=getattr(args, 'every_source', False), progress=progress)
+            results = download_report(names, every_source=getattr(args, 'every_source', False), progress=progress)
         except ValueError as error:
             print(f'download: {error}', file=sys.stderr)
             return 1
     failed = 0
-    for name, source, status in results:
-        where = f' [{source.display}]' if source is not None else ''
-        print(f'{name:<30} {status.kind:<17} {status.message}{where}')
-        if status.kind == 'none' and status.problems:
+    for result in results:
+        status = result.status
+        where = f' [{result.source.display}]' if result.source is not None else ''
+        print(f'{result.model:<30} {status.kind:<17} {status.message}{where}')
+        if result.missed:
             failed += 1
-            for problem in status.problems:
-                print(f'{"":<30}   {problem}')
+            for problem in result.missed:
+                print(f'{"":<30}   failed: {problem}')
+    if failed:
+        print(f'download: {failed} of {len(results)} did not get their best weights (the files above failed)',
+              file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -173,15 +182,17 @@ def register_cli(subparsers) -> None:
         'download', help='fetch (and check, convert) zoo weights into the caches, or a URL into weights/NAME/',
         description='download NAME...: fetch what load_pretrained would use for those zoo models (Hub files, URLs, '
                     'OneDrive share links), check it (not HTML, a checkpoint, a strict load) and keep it in the '
-                    'caches; --every-source: every source of each; --all: the whole zoo. download URL --model NAME: '
-                    'any URL or share link, checked against that model, written to weights/NAME/ '
-                    '($ASMLP_WEIGHTS_DIR honoured).')
+                    'caches; exits 1 naming the files that failed when a model did not get its best weights; '
+                    '--every-source: every source of each, from where it says; --all: the whole zoo. download URL '
+                    '--model NAME: any URL or share link, checked against that model, written to weights/NAME/ '
+                    '($ASMLP_WEIGHTS_DIR honoured; the same file again is nothing to do).')
     download.add_argument('targets', nargs='*', metavar='NAME|URL', help='zoo model names, or one URL with --model')
     download.add_argument('--all', action='store_true', help='every zoo model')
     download.add_argument('--every-source', action='store_true', help='every source of each model, not only the '
                                                                       'first that works')
     download.add_argument('--model', metavar='NAME', help='with a URL: the zoo model the file is for')
-    download.add_argument('--force', action='store_true', help='with a URL: replace an existing weights/NAME/')
+    download.add_argument('--force', action='store_true', help='with a URL: fetch it again and replace a '
+                                                               'weights/NAME/ converted from another file')
     download.set_defaults(func=run_download)
 
     mirror = subparsers.add_parser(

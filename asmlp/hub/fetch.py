@@ -1,41 +1,45 @@
 """Getting one file: from the Hugging Face Hub (huggingface_hub and its cache) or from a URL or share link (into
-asmlp's download cache: one urllib path with a cookie jar, checked before it is kept, resumed with Range), fast
-when the network is not there.
+asmlp's download cache: one urllib path with a cookie jar, checked before it is kept, resumed with Range within a
+call and across calls), fast when the network is not there, safe when threads and processes fetch the same file.
 
 Both ask :mod:`asmlp.hub.net` first; when the endpoint does not answer, the Hub path falls back to the Hugging Face
 cache (``local_files_only=True``) and the URL path to the download cache. ``HF_HUB_OFFLINE=1`` (or
 ``ASMLP_OFFLINE=1``) skips the network entirely, for the Hub and for URLs. The endpoint, the cache folders and the
 offline switch are read from the environment at call time (huggingface_hub reads them once, at import).
+
+A URL download holds its target's lock (:func:`target_lock`, :mod:`asmlp.hub.locks`) for the transfer, the sha256
+check and the rename; its partial file and metadata (:mod:`asmlp.hub.partial`) outlive a cut transfer. What stays
+in the download folder: the files, their ``*.verified.json`` records (:mod:`asmlp.hub.records`), the ``.locks/``
+folder, and ``.<name>.part`` + ``.<name>.part.json`` only while a cut download waits to be resumed.
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import http.client
 import http.cookiejar
 import logging
 import os
 import re
 import socket
-import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ..paths import downloads_dir
 from . import net
+from .locks import target_lock
+from .partial import Partial, PartialInfo, continues, sha256_of
 from .progress import ProgressCallback, Throttle, tqdm_class_for
 
-__all__ = ['Unavailable', 'NotTheFile', 'Stalled', 'CorruptDownload', 'Fetched', 'offline', 'hub_endpoint',
-           'hub_cache_dir', 'downloads_dir', 'fetch_hub_file', 'from_hf_cache', 'fetch_url', 'fetch_first', 'download',
-           'CHECKPOINT_MAGIC', 'RESUMES']
+__all__ = ['Unavailable', 'NotTheFile', 'Stalled', 'Interrupted', 'CorruptDownload', 'Fetched', 'offline',
+           'hub_endpoint', 'hub_cache_dir', 'downloads_dir', 'fetch_hub_file', 'from_hf_cache', 'fetch_url',
+           'fetch_first', 'download', 'target_lock', 'CHECKPOINT_MAGIC', 'RESUMES']
 
 log = logging.getLogger('asmlp.hub')
 CHECKPOINT_MAGIC = b'PK\x03\x04'  # torch.save's zip format
-RESUMES = 3  # Range requests after a cut transfer
-_locks_lock = threading.Lock()
-_locks: dict[str, threading.Lock] = {}
+RESUMES = 3  # Range requests after a cut transfer, within one call
 
 _SNAPSHOT_RE = re.compile(r'[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]')
 
@@ -173,15 +177,10 @@ def fetch_hub_file(repo: str, filename: str, revision: str = 'main', *, commit: 
     return Fetched(Path(path), _commit_of(path))
 
 
-def _lock_for(dest: Path) -> threading.Lock:
-    with _locks_lock:
-        return _locks.setdefault(str(dest), threading.Lock())
-
-
 def fetch_url(url: str, filename: str, *, sha256: Optional[str] = None, sha256_prefix: Optional[str] = None,
               progress: Optional[ProgressCallback] = None, dest_dir: Optional[Path] = None) -> Fetched:
     """``url`` (a plain URL or a share link) downloaded once into ``dest_dir`` (default :func:`downloads_dir`) as
-    ``filename``; see :func:`fetch_first`."""
+    ``filename``; see :func:`fetch_first`. Safe to call from several threads and processes at once."""
     from .sharepoint import download_urls
     return fetch_first(download_urls(url), filename, sha256=sha256, sha256_prefix=sha256_prefix, progress=progress,
                        dest_dir=dest_dir)
@@ -191,30 +190,31 @@ def fetch_first(urls: list[str], filename: str, *, sha256: Optional[str] = None,
                 progress: Optional[ProgressCallback] = None, dest_dir: Optional[Path] = None) -> Fetched:
     """The file from the first of ``urls`` that gives it (the forms of one link), downloaded once.
 
-    A file already in ``dest_dir`` is returned without any request. Each URL goes through :func:`download`;
-    what it refuses (an HTML page, a 403, not a checkpoint) makes the next URL be tried, and when none gives the
-    file :class:`Unavailable` says why for each. A sha256 mismatch raises :class:`CorruptDownload` at once.
-    Concurrent calls for the same file wait for one download.
+    A file already in ``dest_dir`` is returned without any request. Otherwise the target's lock
+    (:func:`target_lock`) is taken first: a thread or process that waited on it while another downloaded finds the
+    file and returns it without any request either. Each URL goes through :func:`download`; what it refuses (an HTML
+    page, a 403, not a checkpoint) makes the next URL be tried, and when none gives the file :class:`Unavailable`
+    says why for each. A sha256 mismatch raises :class:`CorruptDownload` at once.
     """
     dest = Path(dest_dir or downloads_dir()) / filename
     if dest.is_file():
         return Fetched(dest, from_cache=True)
     if offline():
         raise Unavailable(f'offline (HF_HUB_OFFLINE/ASMLP_OFFLINE); {filename} not in {dest.parent}')
-    reach = net.check(urls[0])
-    if not reach.ok:
-        raise Unavailable(f'{urls[0]}: unreachable ({reach.reason})')
-    with _lock_for(dest):
-        if dest.is_file():  # another request downloaded it meanwhile
+    with _locked(dest, urls[0]):
+        if dest.is_file():  # another thread or process downloaded it meanwhile
             return Fetched(dest, from_cache=True)
+        reach = net.check(urls[0])
+        if not reach.ok:
+            raise Unavailable(f'{urls[0]}: unreachable ({reach.reason})')
         reasons = []
         for url in urls:
             try:
                 return download(url, dest, sha256=sha256, sha256_prefix=sha256_prefix, progress=progress)
             except Unavailable as why:
                 reasons.append(str(why))
-                if isinstance(why, Stalled):
-                    break  # the host stopped answering: the other forms are on the same host
+                if isinstance(why, (Stalled, Interrupted)):
+                    break  # this form gave the file and the host stopped: the other forms are on the same host
         raise Unavailable('; '.join(reasons) if len(reasons) > 1 else reasons[0])
 
 
@@ -224,6 +224,10 @@ class NotTheFile(Unavailable):
 
 class Stalled(Unavailable):
     """No byte arrived for ``ASMLP_DOWNLOAD_TIMEOUT`` seconds."""
+
+
+class Interrupted(Unavailable):
+    """The transfer was cut more often than ``RESUMES`` allows; the bytes received are kept for the next call."""
 
 
 def _head_problem(content_type: str, head: bytes) -> Optional[str]:
@@ -243,113 +247,182 @@ def _opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
 
-def download(url: str, dest: Path, *, sha256: Optional[str] = None, sha256_prefix: Optional[str] = None,
-             progress: Optional[ProgressCallback] = None) -> Fetched:
-    """GET ``url`` into ``dest`` (through ``dest``'s folder's ``.<name>.part``), with every check before keeping it.
-
-    Redirects are followed with cookies kept. The answer must not be HTML (Content-Type and first bytes) and must
-    start like a checkpoint (zip, legacy torch pickle or safetensors): otherwise :class:`NotTheFile`, after the
-    first chunk. A transfer cut short is resumed with ``Range: bytes=N-`` on the URL the redirects ended at (up to
-    ``RESUMES`` times; a server that ignores Range sends the whole file again); no byte for
-    ``ASMLP_DOWNLOAD_TIMEOUT`` seconds (30) is :class:`Stalled`. A sha256 that is not ``sha256`` (or does not start
-    with ``sha256_prefix``) raises :class:`CorruptDownload`. On any failure the partial file is deleted.
-    ``progress`` hears :class:`~asmlp.hub.progress.DownloadProgress` reports.
-    """
-    dest = Path(dest)
-    part = dest.with_name(f'.{dest.name}.part')
-    timeout = net.float_env('ASMLP_DOWNLOAD_TIMEOUT', 30.0)
-    report = Throttle(progress, dest.name)
-    opener, current = _opener(), url
-    digest, received, total, resumes = hashlib.sha256(), 0, None, 0
-    try:
+@contextlib.contextmanager
+def _locked(dest: Path, url: str) -> Iterator[None]:
+    """:func:`target_lock` of ``dest``; a folder where it cannot be created is :class:`Unavailable`."""
+    with contextlib.ExitStack() as stack:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(target_lock(dest))
         except OSError as error:
-            raise _LocalFault(f'cannot write to {dest.parent}: {error.strerror or error}') from None
-        with open(part, 'wb') as out:
-            while True:
-                headers = {'User-Agent': 'asmlp'}
-                if received:
-                    headers['Range'] = f'bytes={received}-'
+            raise Unavailable(f'{url}: download failed: cannot write to {dest.parent}: '
+                              f'{error.strerror or error}') from None
+        yield
+
+
+def download(url: str, dest: Path, *, sha256: Optional[str] = None, sha256_prefix: Optional[str] = None,
+             progress: Optional[ProgressCallback] = None) -> Fetched:
+    """GET ``url`` into ``dest`` under ``dest``'s lock, through its partial file, with every check before keeping it.
+
+    Redirects are followed with cookies kept. The answer must not be HTML (Content-Type and first bytes) and must
+    start like a checkpoint (zip, legacy torch pickle or safetensors): otherwise :class:`NotTheFile`. A transfer
+    cut short is resumed with ``Range: bytes=N-`` on the URL the redirects ended at (up to ``RESUMES`` times; a
+    server that ignores Range sends the whole file again); after that :class:`Interrupted`. No byte for
+    ``ASMLP_DOWNLOAD_TIMEOUT`` seconds (30) is :class:`Stalled`.
+
+    Bytes received before the server stopped (cut, stalled, an HTTP or network error, a killed process) stay in the
+    partial file with its metadata (:mod:`asmlp.hub.partial`): the next call for the same URL resumes them with
+    ``Range`` and ``If-Range``, or starts over when the server's answer shows another file. The sha256 is computed
+    from the complete file on disk; one that is not ``sha256`` (or does not start with ``sha256_prefix``) raises
+    :class:`CorruptDownload` and deletes the partial file and its metadata, as does a local fault (a full disk). The
+    file appears at ``dest`` by one atomic rename. ``progress`` hears :class:`~asmlp.hub.progress.DownloadProgress`
+    reports.
+    """
+    dest = Path(dest)
+    with _locked(dest, url):
+        partial = Partial(dest)
+        report = Throttle(progress, dest.name)
+        done = keep = False
+        try:
+            length = _transfer(url, partial, report)
+            digest_hex = sha256_of(partial.path)  # the bytes on disk, not the stream that was written
+            if sha256 and digest_hex != sha256:
+                raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… is not the zoo\'s {sha256[:12]}… (the file '
+                                      f'behind the link changed, or the transfer was damaged)')
+            if sha256_prefix and not digest_hex.startswith(sha256_prefix):
+                raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… does not start with the expected '
+                                      f'{sha256_prefix}')
+            partial.finish(dest)
+            done = True
+        except Stalled as error:
+            keep = True
+            net.mark_unreachable(url, str(error))  # the next attempt fails at once instead of waiting again
+            raise
+        except (Interrupted, NotTheFile):
+            keep = True  # what is kept was checked when it arrived; If-Range checks it again next time
+            raise
+        except CorruptDownload:
+            raise
+        except Exception as error:  # noqa: BLE001  (HTTP errors, timeouts, resets, a full disk)
+            detail = error if isinstance(error, _LocalFault) else f'{type(error).__name__}: {error}'
+            why = f'{url}: download failed: {detail}'.split('\n')[0][:300]
+            local = isinstance(error, _LocalFault)
+            if not local and (_is_connection_error(error) or isinstance(error, OSError) and not hasattr(error, 'code')):
+                net.mark_unreachable(url, why)
+            keep = not local and isinstance(error, (OSError, http.client.HTTPException))  # the network's fault
+            raise Unavailable(why) from None
+        except BaseException:  # KeyboardInterrupt, SystemExit: what arrived is good, as after a killed process
+            keep = True
+            raise
+        finally:
+            if not done and not (keep and partial.resumable()):
                 try:
-                    response = opener.open(urllib.request.Request(current, headers=headers), timeout=timeout)
-                except urllib.error.HTTPError as error:
-                    if received and error.code == 416:
-                        raise _LocalFault(f'the server refused to resume at byte {received}') from None
-                    raise NotTheFile(f'{url}: HTTP {error.code} {error.reason}') from None
-                with response:
-                    if received and response.status == 206 and _range_start(response) == received:
-                        pass  # resumed
-                    else:
-                        if received:  # Range ignored: the whole file again
-                            out.seek(0)
-                            out.truncate()
-                            digest, received = hashlib.sha256(), 0
-                        current = response.geturl()  # resume there, after the redirects, with the same cookies
-                        length = response.headers.get('Content-Length')
-                        total = int(length) if length and length.isdigit() else None
-                    first = received == 0
-                    while True:
-                        try:
-                            chunk = response.read(1 << 20)
-                        except (http.client.IncompleteRead, ConnectionError):
-                            break  # cut: resumed below
-                        except (TimeoutError, socket.timeout):
-                            raise Stalled(f'{url}: stalled: no data for {timeout:g} s (ASMLP_DOWNLOAD_TIMEOUT) '
-                                          f'after {received} of {total or "?"} bytes') from None
-                        if not chunk:
-                            break
-                        if first:
-                            problem = _head_problem(response.headers.get('Content-Type', ''), chunk[:64])
-                            if problem:
-                                raise NotTheFile(f'{url}: {problem}')
-                            first = False
-                        try:
-                            out.write(chunk)
-                        except OSError as error:  # the local disk, not the network
-                            raise _LocalFault(f'cannot write to {dest.parent}: {error.strerror or error}') from None
-                        digest.update(chunk)
-                        received += len(chunk)
-                        report(received, total)
-                if received == 0:
-                    raise NotTheFile(f'{url}: answered with an empty file')
-                if total is None or received >= total:
-                    break
-                resumes += 1
-                if resumes > RESUMES:
-                    raise _LocalFault(f'the connection was cut after {received} of {total} bytes, {RESUMES} resumes '
-                                      f'did not finish it')
-        digest_hex = digest.hexdigest()
-        if sha256 and digest_hex != sha256:
-            raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… is not the zoo\'s {sha256[:12]}… (the file '
-                                  f'behind the link changed, or the transfer was damaged)')
-        if sha256_prefix and not digest_hex.startswith(sha256_prefix):
-            raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… does not start with the expected '
-                                  f'{sha256_prefix}')
-        os.replace(part, dest)
-        report(received, total, finished=True)
-    except Stalled as error:
-        net.mark_unreachable(url, str(error))  # the next attempt fails at once instead of waiting again
-        raise
-    except (CorruptDownload, NotTheFile):
-        raise
-    except Exception as error:  # noqa: BLE001  (HTTP errors, timeouts, resets, a full disk, a cut transfer)
-        detail = error if isinstance(error, _LocalFault) else f'{type(error).__name__}: {error}'
-        why = f'{url}: download failed: {detail}'
-        why = why.split('\n')[0][:300]
-        if not isinstance(error, _LocalFault) and (
-                _is_connection_error(error) or isinstance(error, OSError) and not hasattr(error, 'code')):
-            net.mark_unreachable(url, why)
-        raise Unavailable(why) from None
-    finally:
-        if part.exists():
-            try:
-                part.unlink()
-            except OSError:  # a folder that turned read-only: nothing more can be done here
-                log.warning('could not remove the partial download %s', part)
+                    partial.discard()
+                except OSError:  # a folder that turned read-only: nothing more can be done here
+                    log.warning('could not remove the partial download %s', partial.path)
+        report(length, length, finished=True)
     return Fetched(dest, sha256=digest_hex)
 
 
-def _range_start(response) -> Optional[int]:
-    match = re.match(r'bytes (\d+)-', response.headers.get('Content-Range', ''))
-    return int(match.group(1)) if match else None
+def _transfer(url: str, partial: Partial, report: Throttle) -> int:
+    """Bring ``partial`` to the whole file from ``url``, resuming what an earlier call kept; returns its length."""
+    timeout = net.float_env('ASMLP_DOWNLOAD_TIMEOUT', 30.0)
+    opener, current = _opener(), url
+    info, received = partial.kept(url)
+    try:
+        out = partial.open()
+    except OSError as error:
+        raise _LocalFault(f'cannot write to {partial.path.parent}: {error.strerror or error}') from None
+    with out:
+        out.seek(received)
+        for _ in range(RESUMES + 1):
+            headers = {'User-Agent': 'asmlp'}
+            if received:
+                headers['Range'] = f'bytes={received}-'
+                if info.if_range():
+                    headers['If-Range'] = info.if_range()
+            try:
+                response = opener.open(urllib.request.Request(current, headers=headers), timeout=timeout)
+            except urllib.error.HTTPError as error:
+                if not (received and error.code == 416):
+                    raise NotTheFile(f'{url}: HTTP {error.code} {error.reason}') from None
+                response = None  # 416: the kept bytes are longer than the file there now
+            if response is None or received and response.status == 206 and not continues(
+                    info, received, response.status, response.headers):
+                if response is not None:  # a piece of another version of the file
+                    response.close()
+                partial.begin(out, None)  # ask for the whole file
+                info, received, current = None, 0, url
+                continue
+            with response:
+                reader = _Reader(response, url, timeout)
+                if received and response.status == 206:  # the rest of the kept file (checked above)
+                    received = reader.append(out, received, info.length, report, partial)
+                elif response.status == 206:
+                    raise NotTheFile(f'{url}: answered with a piece (206) of the file when asked for all of it')
+                else:  # the whole file, from byte 0 (also when a Range was ignored or If-Range did not match)
+                    current = response.geturl()  # resumed there, after the redirects, with the same cookies
+                    head = reader.head()
+                    if not head:
+                        raise NotTheFile(f'{url}: answered with an empty file')
+                    problem = _head_problem(response.headers.get('Content-Type', ''), head)
+                    if problem:
+                        raise NotTheFile(f'{url}: {problem}')
+                    info = PartialInfo.from_answer(url, response.headers)
+                    partial.begin(out, info)
+                    received = _write(out, head, 0, partial)
+                    received = reader.append(out, received, info and info.length, report, partial)
+            if info is None or received >= info.length:
+                out.flush()
+                os.fsync(out.fileno())
+                return received
+    raise Interrupted(f'{url}: download failed: the connection was cut after {received} of '
+                      f'{info.length if info else "?"} bytes, {RESUMES} resumes did not finish it; the bytes '
+                      f'received are kept for the next try')
+
+
+class _Reader:
+    """An answer's bytes as they arrive: b'' at its end or when the connection was cut; :class:`Stalled` when none
+    arrive for ``timeout`` seconds."""
+
+    def __init__(self, response, url: str, timeout: float):
+        self.response, self.url, self.timeout = response, url, timeout
+
+    def read(self, size: int, received: int, total: Optional[int]) -> bytes:
+        try:
+            return self.response.read1(size)
+        except http.client.IncompleteRead as cut:
+            return cut.partial
+        except ConnectionError:
+            return b''
+        except (TimeoutError, socket.timeout):
+            raise Stalled(f'{self.url}: stalled: no data for {self.timeout:g} s (ASMLP_DOWNLOAD_TIMEOUT) after '
+                          f'{received} of {total or "?"} bytes') from None
+
+    def head(self, size: int = 64) -> bytes:
+        """The first ``size`` bytes (fewer when the answer is shorter), for :func:`_head_problem`."""
+        head = b''
+        while len(head) < size:
+            chunk = self.read(size - len(head), len(head), None)
+            if not chunk:
+                break
+            head += chunk
+        return head
+
+    def append(self, out, received: int, total: Optional[int], report: Throttle, partial: Partial) -> int:
+        """Write the rest of the answer to ``out``; returns the bytes now in the file."""
+        report(received, total)
+        while chunk := self.read(1 << 20, received, total):
+            received = _write(out, chunk, received, partial)
+            report(received, total)
+        return received
+
+
+def _write(out, chunk: bytes, received: int, partial: Partial) -> int:
+    """Append ``chunk`` and hand it to the OS at once: what a killed process received is in the partial file."""
+    try:
+        out.write(chunk)
+        out.flush()
+    except OSError as error:  # the local disk, not the network
+        raise _LocalFault(f'cannot write to {partial.path.parent}: {error.strerror or error}') from None
+    return received + len(chunk)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from ..errors import first_line
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -36,7 +37,7 @@ def read_config(path: Path, name: str, *, kinds: tuple[str, ...] = NATIVE_KINDS)
     except FileNotFoundError:
         raise ValueError(f'{path}: missing') from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f'{path}: not readable JSON ({str(error).splitlines()[0]})') from None
+        raise ValueError(f'{path}: not readable JSON ({first_line(error)})') from None
     if not isinstance(config, dict):
         raise ValueError(f'{path}: expected a JSON object')
     missing = [k for k in REQUIRED_FIELDS if k not in config]

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional
 from ..checkpoint_io import sha256_file
 from . import fetch, net, records
 from .sources import COMMIT_RE, DOWNLOAD_TYPES, WeightSource
+from ..errors import first_line
 
 __all__ = ['PinError', 'PinResult', 'DownloadPin', 'default_zoo_path', 'pin_zoo', 'pin_downloads', 'list_pins']
 
@@ -129,7 +130,7 @@ def pin_zoo(zoo_path: Optional[Path] = None, *, models: Optional[Iterable[str]] 
                     new = _find_ref(refs_by_repo[repo], revision)
                     error = '' if new else f'no ref {revision!r} in {repo}'
                 except Exception as exc:  # noqa: BLE001  (repo not found, network, auth)
-                    new, error = None, f'{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}'
+                    new, error = None, f'{type(exc).__name__}: {first_line(exc) if str(exc) else ""}'
                 if new is not None and not COMMIT_RE.fullmatch(new):
                     new, error = None, f'{repo}@{revision} resolved to {new!r}, not a 40-hex commit'
             if new is not None:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 from . import fetch, net
 from .native import CONFIG_FILE, NATIVE_KINDS, WEIGHTS_FILE, check_state_dict, read_config
 from .sources import WeightSource
+from ..errors import first_line
 
 __all__ = ['PublishError', 'Published', 'PAPERS', 'check_folder', 'model_card', 'publish_folder']
 
@@ -68,14 +69,14 @@ def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework='pt') as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as error:  # noqa: BLE001  (bad header, truncated file)
-        raise PublishError(f'{path}: not a readable safetensors file ({str(error).splitlines()[0]})') from None
+        raise PublishError(f'{path}: not a readable safetensors file ({first_line(error)})') from None
 
 
 def check_folder(folder: Path) -> dict[str, Any]:
     """The folder's validated config; PublishError naming the problem otherwise."""
     import torch
 
-    from ..zoo import create_segmenter, list_models
+    from ..zoo import build_segmenter, list_models
     folder = Path(folder)
     if not folder.is_dir():
         raise PublishError(f'{folder}: not a folder')
@@ -92,7 +93,7 @@ def check_folder(folder: Path) -> dict[str, Any]:
     try:
         config = read_config(folder / CONFIG_FILE, name, kinds=NATIVE_KINDS)
         with torch.device('meta'):
-            model = create_segmenter(name)
+            model = build_segmenter(name)
         check_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, _file_shapes(weights),
                          config['kind'], str(weights))
     except PublishError:

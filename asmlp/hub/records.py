@@ -4,6 +4,10 @@ No sha256 is published for the official AS-MLP files (OneDrive), so the first do
 (not HTML, a checkpoint by its magic bytes, the model's strict load) is recorded: its sha256, the link, the model it
 loaded into and when. The status of that model shows it; ``python -m asmlp pin --from-downloads`` copies the digest
 into the zoo's ``sha256`` field, and from then on every download must match it.
+
+Writing a record and forgetting a file take the file's lock (:func:`asmlp.hub.locks.target_lock`, the one its
+download holds), so that "the first good download wins" holds across processes and a file is never forgotten while
+another process downloads it.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..paths import atomic_write
+from .locks import target_lock
 
 __all__ = ['SUFFIX', 'record_path', 'write_record', 'read_record', 'forget']
 
@@ -26,12 +31,12 @@ def record_path(path: Path) -> Path:
 def write_record(path: Path, *, sha256: str, url: str, model: str, source_format: str) -> Path:
     """Record ``path``'s verified download (never overwritten by a later one: the first good download wins)."""
     target = record_path(path)
-    if target.exists():
-        return target
     text = json.dumps({'file': Path(path).name, 'sha256': sha256, 'url': url, 'model': model,
                        'source_format': source_format, 'verified': 'strict load into the model',
                        'downloaded': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, indent=1) + '\n'
-    atomic_write(target, lambda tmp: Path(tmp).write_text(text))
+    with target_lock(path):
+        if not target.exists():
+            atomic_write(target, lambda tmp: Path(tmp).write_text(text))
     return target
 
 
@@ -48,5 +53,6 @@ def read_record(path: Path) -> Optional[dict]:
 
 def forget(path: Path) -> None:
     """Delete ``path`` and its record (a download that failed its checks)."""
-    Path(path).unlink(missing_ok=True)
-    record_path(path).unlink(missing_ok=True)
+    with target_lock(path):
+        Path(path).unlink(missing_ok=True)
+        record_path(path).unlink(missing_ok=True)

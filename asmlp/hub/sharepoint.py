@@ -1,8 +1,9 @@
 """OneDrive-for-Business (SharePoint) share links: the URLs that answer with the file itself.
 
 A share link ``https://<host>/:u:/g/personal/<user>/<token>?e=<x>`` opens a viewer page in a browser. Without
-one, two forms give the file (public notes, /work/shared/reference/spaces-zerogpu-sharepoint.md §3:
-loribonna/onedrivedownloader, hwfan/DriveDownloader ``netdrives/sharepoint.py``, axzxc1236/pySharepointDownloader#2):
+one, two forms give the file, as public downloaders use them (https://github.com/loribonna/onedrivedownloader,
+https://github.com/hwfan/DriveDownloader ``DriveDownloader/netdrives/sharepoint.py``,
+https://github.com/axzxc1236/pySharepointDownloader/issues/2):
 
 1. the link with its query replaced by ``download=1``: an anonymous link answers 302, sets a ``FedAuth`` cookie
    and redirects to the file under ``/personal/<user>/...``, which is refused without that cookie (so the client

@@ -34,12 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 __all__ = ['KINDS', 'FORMATS', 'TYPES', 'DOWNLOAD_TYPES', 'NAMESPACE_ENV', 'WeightSource', 'weight_sources',
-           'namespace_source', 'validate_source']
+           'detector_sources', 'namespace_source', 'validate_source']
 
-KINDS = ('ade20k', 'imagenet-backbone', 'imagenet')  # imagenet: a whole ImageNet classifier (data/imagenet.json)
+KINDS = ('ade20k', 'imagenet-backbone',
+         'imagenet',  # a whole ImageNet classifier (data/imagenet.json)
+         'coco')  # a COCO-trained detector (data/coco.json)
 FORMATS = ('native', 'hf-upernet-swin', 'swin-official-upernet', 'mmseg-swin-upernet', 'mmseg-setr',
            'asmlp-imagenet', 'asmlp-mmseg-upernet',  # the formats of asmlp.convert.FORMATS
-           'timm')  # a timm model's own state_dict (timm/<name> on the Hub), loaded by timm itself
+           'timm',  # a timm model's own state_dict (timm/<name> on the Hub), loaded by timm itself
+           'asmlp-mmdet', 'swin-official-mmdet', 'native-detector')  # asmlp.convert_detection.DETECTION_FORMATS
 TYPES = ('hub', 'url', 'sharepoint', 'manual')
 DOWNLOAD_TYPES = ('url', 'sharepoint')  # fetched by asmlp.hub.fetch.download
 SHA256_RE = re.compile(r'[0-9a-f]{64}')
@@ -154,6 +157,12 @@ def weight_sources(name: str) -> list[WeightSource]:
     """The zoo's weight sources for ``name``, in its order of preference (ValueError for unknown names)."""
     from ..zoo import model_entry
     return [WeightSource.from_json(s) for s in model_entry(name).get('weights', [])]
+
+
+def detector_sources(name: str) -> list[WeightSource]:
+    """The COCO detector zoo's weight sources for ``name`` (``data/coco.json``; ValueError for unknown names)."""
+    from ..detectors import detector_entry
+    return [WeightSource.from_json(s) for s in detector_entry(name).get('weights', [])]
 
 
 def namespace_source(name: str) -> Optional[WeightSource]:

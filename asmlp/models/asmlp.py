@@ -9,7 +9,8 @@ backbone of github.com/svip-lab/AS-MLP-Semantic-Segmentation), registered with t
   stage maps, each through its own ``GroupNorm(1, C)`` (``norm0..norm3``, the official seg keys), NCHW at
   strides 4/8/16/32.
 
-Official semantics kept here (reference notes asmlp-official.md §1, §2.1): ``GroupNorm(1, C)`` for every norm
+Official semantics kept here (svip-lab/AS-MLP ``models/as_mlp.py``, svip-lab/AS-MLP-Semantic-Segmentation
+``mmseg/models/backbones/asmlp.py``): ``GroupNorm(1, C)`` for every norm
 (the docstrings of the official code say LayerNorm, the code builds GroupNorm), all projections are 1x1 convs,
 the W-shift branch is ``conv2_1`` and the H-shift branch ``conv2_2``, summed (parallel), patch merging at the
 end of stages 0-2, any input size padded like the official segmentation backbone (right/bottom zeros to a
@@ -35,7 +36,8 @@ __all__ = ['ASMLP', 'ASMLPFeatures', 'checkpoint_filter_fn', 'official_checkpoin
 
 @register_notrace_module  # FX: a leaf (its forward picks the kernel from the tensors' device and dtype)
 class AxialShift(nn.Module):
-    """Token mixer: ``conv3(norm2(GELU(conv2_1(shift_W(h))) + GELU(conv2_2(shift_H(h)))))``, ``h = GELU(norm1(conv1(x)))``."""
+    """Token mixer: ``conv3(norm2(GELU(conv2_1(shift_W(h))) + GELU(conv2_2(shift_H(h)))))``,
+    ``h = GELU(norm1(conv1(x)))``."""
 
     def __init__(self, dim: int, shift_size: int = 5, dilation: int = 1, bias: bool = True):
         super().__init__()
@@ -206,7 +208,8 @@ class ASMLP(nn.Module):
         self.num_features = self.head_hidden_size = int(embed_dim * 2 ** (self.num_layers - 1))
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()  # stochastic depth rule of the official code
+        # stochastic depth rule of the official code
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.layers = nn.ModuleList()
         self.feature_info = []
         for i, depth in enumerate(depths):
@@ -311,7 +314,7 @@ class ASMLPFeatures(nn.Module):
             self.layers[-1].downsample = None  # its output is never used
         for i in out_indices:
             self.add_module(f'norm{i}', GroupNorm1(model.feature_info[i]['num_chs']))
-        from timm.models._features import FeatureInfo
+        from timm.models import FeatureInfo
         self.feature_info = FeatureInfo(model.feature_info, out_indices)
 
     @torch.jit.ignore

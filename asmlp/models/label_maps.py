@@ -3,9 +3,10 @@
 mmseg resizes a segmenter's logits bilinearly (align_corners=False) to the image, averages the overlapping crops of
 its sliding window, and takes the argmax. At 512x683 and 150 classes the full-size logits are 210 MB of float32,
 written and read again; here the resize, the crop sum and the argmax run on bands of output rows that stay in the
-cache. Rows are resized by the rows of the interpolation matrix that :func:`~asmlp.models.lowres_conv.interpolation_matrix`
-takes from ``F.interpolate``, columns by ``F.interpolate`` itself (the band's H scale is 1: exactly the identity).
-The argmax of a sum of crops equals that of their average (the count is a positive per-pixel scalar).
+cache. Rows are resized by the rows of the interpolation matrix that
+:func:`~asmlp.models.lowres_conv.interpolation_matrix` takes from ``F.interpolate``, columns by ``F.interpolate``
+itself (the band's H scale is 1: exactly the identity). The argmax of a sum of crops equals that of their average (the
+count is a positive per-pixel scalar).
 """
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..preprocess import ADE20K_SCALE, check_rgb_image, preprocess
 from .label_maps import blended_argmax, resize_logits, resized_argmax

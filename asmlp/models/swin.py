@@ -29,7 +29,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models._features import FeatureInfo
+from timm.models import FeatureInfo
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, window_partition, window_reverse
 
 __all__ = ['SwinPyramid', 'hf_swin_to_pyramid']

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from timm.layers import resample_abs_pos_embed
 from timm.models import VisionTransformer
-from timm.models._features import FeatureInfo
+from timm.models import FeatureInfo
 
 __all__ = ['ViTFeatures', 'SETR_VIT_CFGS', 'mmseg_vit_to_timm']
 

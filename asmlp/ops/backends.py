@@ -5,7 +5,8 @@
 * ``triton``: the Triton kernels of :mod:`asmlp.ops.shift_triton` (plain shift, and AS-MLP's token mixing fused
   into one kernel at inference). CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``; meta / fake tensors
   (FLOP counting, ``torch.compile`` tracing) always work;
-* ``auto`` (the default): ``triton`` for CUDA tensors when Triton imports, else ``fast``.
+* ``auto`` (the default): ``triton`` for CUDA tensors where the kernels run (:func:`triton_problem`), else
+  ``fast``; :func:`auto_choice` says which and why.
 
 Choose with :func:`use_backend` (a plain call sets it, ``with use_backend(name):`` sets it for a block) or the
 ``ASMLP_SHIFT_BACKEND`` environment variable (read at each call; an explicit :func:`use_backend` wins).
@@ -17,7 +18,8 @@ import os
 
 import torch
 
-__all__ = ['BACKENDS', 'ENV_VAR', 'get_backend', 'resolve_backend', 'triton_status', 'use_backend']
+__all__ = ['BACKENDS', 'ENV_VAR', 'auto_choice', 'get_backend', 'resolve_backend', 'triton_problem', 'triton_status',
+           'use_backend']
 
 BACKENDS = ('auto', 'reference', 'fast', 'triton')
 ENV_VAR = 'ASMLP_SHIFT_BACKEND'
@@ -84,25 +86,63 @@ def _interpreting() -> bool:
     return shift_triton.INTERPRET
 
 
+def _tensor_problem(device_type: str) -> str:
+    """:func:`triton_problem` for tensors that exist on a device of this type (no availability check: the
+    per-call path, also while ``torch.compile`` traces)."""
+    if device_type == 'meta':
+        return ''
+    if device_type not in ('cpu', 'cuda'):
+        return f'the Triton kernels support CUDA (and interpreted CPU) tensors, not {device_type}'
+    problem = triton_status()
+    if problem:
+        return f'Triton is not usable here ({problem})'
+    if device_type == 'cpu' and not _interpreting():
+        return ('CPU tensors run the Triton kernels only under the Triton interpreter (TRITON_INTERPRET=1 set '
+                'before the kernels are first imported)')
+    if device_type == 'cuda' and _interpreting():
+        return ('the kernels were defined for the Triton interpreter (TRITON_INTERPRET=1), which runs them on '
+                'the CPU; unset it to run them on the GPU')
+    return ''
+
+
+def triton_problem(device: torch.device | str) -> str:
+    """``''`` when the Triton kernels run for tensors on ``device`` here, else why not (one sentence).
+
+    CUDA tensors need a CUDA GPU and a working Triton with the interpreter off; CPU tensors need
+    ``TRITON_INTERPRET=1`` set before the kernels were first imported; meta tensors always work (fake
+    implementations).
+    """
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        return 'no CUDA GPU here'
+    return _tensor_problem(device.type)
+
+
+def auto_choice(device: torch.device | str) -> tuple[str, str]:
+    """``(backend, why)``: what ``auto`` runs for tensors on ``device`` here, and the reason in words."""
+    device = torch.device(device)
+    problem = triton_problem(device) if device.type == 'cuda' else ''
+    if device.type == 'cuda' and not problem:
+        return 'triton', ('CUDA tensors and the Triton kernels work here: the shift pair in one pass, and the '
+                          'token mixing fused into one kernel at inference')
+    if device.type == 'cuda':
+        return 'fast', f'CUDA tensors, but the Triton kernels cannot run: {problem}'
+    return 'fast', (f'{device.type.upper()} tensors: auto uses Triton for CUDA tensors only (on a CPU Triton '
+                    f'runs in its interpreter, far slower than the fast path, which is bit-identical)')
+
+
 def resolve_backend(x: torch.Tensor, name: str | None = None) -> str:
     """The concrete backend (``reference``, ``fast`` or ``triton``) that runs for tensor ``x``.
 
-    ``triton`` raises a clear error where it cannot run: Triton missing or broken, or CPU tensors without
-    ``TRITON_INTERPRET=1``. Meta tensors resolve like any other device but need nothing (fake implementations).
+    ``triton`` raises a clear error where it cannot run (:func:`triton_problem`): Triton missing or broken, CPU
+    tensors without ``TRITON_INTERPRET=1``, CUDA tensors with it. Meta tensors resolve like any other device but
+    need nothing (fake implementations).
     """
     name = get_backend() if name is None else _check_name(name, '')
-    if name == 'auto':
-        return 'triton' if x.is_cuda and not triton_status() else 'fast'
-    if name == 'triton' and x.device.type != 'meta':
-        problem = triton_status()
+    if name == 'auto':  # auto_choice(x.device)[0], without composing its reason on every call
+        return 'triton' if x.is_cuda and not _tensor_problem('cuda') else 'fast'
+    if name == 'triton':
+        problem = _tensor_problem(x.device.type)
         if problem:
-            raise RuntimeError(f'axial shift backend "triton": Triton is not usable here ({problem}); '
-                               f'use the "fast" or "auto" backend')
-        if x.device.type == 'cpu' and not _interpreting():
-            raise RuntimeError(
-                'axial shift backend "triton" got CPU tensors: they run only under the Triton interpreter '
-                '(TRITON_INTERPRET=1 set before the kernels are first imported); on CPU use "fast" or "auto"')
-        if x.device.type not in ('cpu', 'cuda'):
-            raise RuntimeError(f'axial shift backend "triton" supports CUDA (and interpreted CPU) tensors, '
-                               f'got {x.device}')
+            raise RuntimeError(f'axial shift backend "triton": {problem}; use the "fast" or "auto" backend')
     return name

@@ -24,19 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-__all__ = ['shift', 'shift_mlp', 'shift_pair', 'shift_pair_adjoint', 'output_format']
+from .layout import output_format
+
+__all__ = ['shift', 'shift_mlp', 'shift_pair', 'shift_pair_adjoint']
 
 
 def _triton():
     from . import shift_triton
     return shift_triton
-
-
-def output_format(x: torch.Tensor) -> torch.memory_format:
-    """Memory format of the fused op's output: channels_last for a channels_last ``x``, else contiguous."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 # --------------------------------------------------------------------------------------------------------------------

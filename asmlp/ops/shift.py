@@ -1,6 +1,7 @@
 """Axial shift: the token-mixing primitive of AS-MLP (Lian et al., arXiv 2107.08391, ICLR 2022).
 
-Semantics (asmlp-official.md §1.3): the channels of an NCHW tensor are split into contiguous groups of
+Semantics (svip-lab/AS-MLP ``models/shift_cuda.py`` and svip-lab/AS-MLP-Semantic-Segmentation
+``mmseg/models/backbones/asmlp.py``): the channels of an NCHW tensor are split into contiguous groups of
 ``ceil(C / shift_size)`` channels (``torch.chunk`` order, the last group may be smaller and with ``C < shift_size``
 there are fewer groups than ``shift_size``). Group ``g`` moves along ``dim`` by ``(g - shift_size // 2) * dilation``
 positions, ``out[..., i] = in[..., i - offset]``, and positions that come from outside the map are zero.
@@ -72,7 +73,8 @@ def channel_groups(channels: int, shift_size: int, dilation: int = 1) -> list[tu
 
 
 def axial_shift_reference(x: torch.Tensor, dim: int, shift_size: int = 5, dilation: int = 1) -> torch.Tensor:
-    """The official shift (seg/det repos, ``torch_shift``), restated with ``dilation``: pad, chunk, roll, cat, narrow."""
+    """The official shift (seg/det repos, ``torch_shift``), restated with ``dilation``: pad, chunk, roll, cat,
+    narrow."""
     dim = validate_shift_args(x, dim, shift_size, dilation)
     _, _, height, width = x.shape
     pad = (shift_size // 2) * dilation

@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .custom_ops import output_format
+from .layout import output_format
 
 __all__ = ['INTERPRET', 'shift', 'shift_mlp', 'shift_pair', 'shift_pair_adjoint']
 

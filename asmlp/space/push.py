@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .export import MARKER, ExportError
+from ..errors import first_line
 
 __all__ = ['Pushed', 'push_space']
 
@@ -30,8 +31,7 @@ class Pushed:
 
 
 def _one_line(error: BaseException) -> str:
-    text = (str(error).strip() or type(error).__name__).splitlines()[0]
-    return f'{type(error).__name__}: {text[:200]}'
+    return f'{type(error).__name__}: {first_line(error, 200)}'
 
 
 def push_space(folder: Path, repo: str, *, private: bool = False, api: Any = None) -> Pushed:

@@ -13,13 +13,14 @@ import threading
 import time
 from typing import Any, Optional
 
+from ..errors import first_line
 from .hardware import current_hardware, hardware_spec
 
 __all__ = ['WarmUp', 'engine_of', 'prime_counts', 'start_warm_up']
 
 
 def engine_of(engine: Any, wait: bool = True) -> Any:
-    """The :class:`asmlp.service.Engine` of ``engine``: itself, or what an :class:`asmlp.ui.EngineStarter` (it has
+    """The :class:`asmlp.engine.Engine` of ``engine``: itself, or what an :class:`asmlp.app.EngineStarter` (it has
     ``ready``) has created, waiting for it (``wait``) or None while it starts."""
     if not hasattr(engine, 'ready'):
         return engine
@@ -52,7 +53,7 @@ class WarmUp:
             try:
                 engine.get(name, torch.device('cpu'))
             except Exception as error:  # noqa: BLE001  (the first Segment loads it again and reports the fault)
-                self.failed[name] = f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:160]}'
+                self.failed[name] = f'{type(error).__name__}: {first_line(error, 160)}'
         self.finished = time.monotonic()
 
     def note(self) -> str:

@@ -2,10 +2,10 @@
 (``@spaces.GPU``, ``@spaces.GPU(duration=N or callable, size=...)``), a no-op unless ``SPACES_ZERO_GPU`` is true
 (as ``spaces.config.Config.zero_gpu``). On "ZeroGPU" each call computes its duration with the callable (the same
 arguments as the function: ``spaces/zero/wrappers.py`` ``static_duration``), sends the arguments and the result
-through ``pickle`` as ZeroGPU's queues to its forked worker do (the caller gets the unpickled copy; a result that
-does not pickle raises, as ``PicklingError`` does there; a generator function's items each cross it so), and appends one JSON line per call to
-``$FAKE_SPACES_LOG``: the function's name, the duration, the pickled result's size. The function runs in this
-process, on the CPU.
+through ``pickle`` as ZeroGPU's queues to its forked worker do (the caller gets the unpickled copy; a result that does
+not pickle raises, as ``PicklingError`` does there; a generator function's items each cross it so), and appends one
+JSON line per call to ``$FAKE_SPACES_LOG``: the function's name, the duration, the pickled result's size. The function
+runs in this process, on the CPU.
 """
 import functools
 import inspect
