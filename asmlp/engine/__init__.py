@@ -11,6 +11,7 @@ One part per job, composed by :class:`Engine` (``engine.py``):
   stopped at the next module boundary (a forward pre-hook) once spent;
 - ``segment.py``: :class:`Segmentation`, one model's segmentation with the GPU out-of-memory ladder, and
   :class:`Timings`, the MS+flip estimate;
+- ``detect.py``: :class:`Detection`, one COCO detector's instances of an image (the detectors share the cache);
 - ``measure.py``: :class:`Measurement`, latency, GMACs, parameters and memory beside the papers' numbers;
 - ``timing.py``: :class:`Timing` and :func:`summarize` (median, p10, p90).
 
@@ -18,15 +19,16 @@ One part per job, composed by :class:`Engine` (``engine.py``):
 """
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_getattr
 
 _LAZY = {  # public name -> the module that defines it
     'DEVICES': '.choices', 'PRECISIONS': '.choices', 'NAME_RE': '.choices', 'check_names': '.choices',
-    'default_short_side': '.choices',
+    'default_short_side': '.choices', 'check_detector_names': '.choices', 'is_detector': '.choices',
     'resolve_device': '.devices', 'resolve_precision': '.devices', 'check_model_names': '.devices',
     'Gate': '.admission', 'Ticket': '.admission', 'Request': '.admission',
     'Budget': '.budget', 'install_deadline': '.budget',
-    'ModelCache': '.cache', 'Loaded': '.cache', 'load_segmenter': '.cache',
+    'ModelCache': '.cache', 'Loaded': '.cache', 'load_segmenter': '.cache', 'load_detector': '.cache',
+    'Detection': '.detect', 'detect_one': '.detect',
     'Segmentation': '.segment', 'Timings': '.segment',
     'Measurement': '.measure',
     'Timing': '.timing', 'summarize': '.timing',
@@ -35,9 +37,4 @@ _LAZY = {  # public name -> the module that defines it
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..models.tta import AUGS
 from ..errors import first_line
+from ..paths import atomic_write
 
 __all__ = ['register_cli', 'run_evaluate', 'run_predict', 'run_synth']
 
@@ -82,9 +83,7 @@ def format_table(report: dict) -> str:
 
 def _write_json(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(report, indent=1) + '\n')
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + '\n'))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

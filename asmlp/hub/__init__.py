@@ -21,7 +21,7 @@
 """
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_getattr
 
 _LAZY = {  # public name -> the module that defines it (imported on first use: the app's page needs no torch)
     'register_cli': '.cli', 'run_download': '.cli', 'run_mirror': '.cli', 'run_pin': '.cli', 'run_publish': '.cli',
@@ -34,9 +34,4 @@ _LAZY = {  # public name -> the module that defines it (imported on first use: t
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -32,6 +32,7 @@ from . import net
 from .locks import target_lock
 from .partial import Partial, PartialInfo, continues, sha256_of
 from .progress import ProgressCallback, Throttle, tqdm_class_for
+from .records import sha256_problem
 
 __all__ = ['Unavailable', 'NotTheFile', 'Stalled', 'Interrupted', 'CorruptDownload', 'Fetched', 'offline',
            'hub_endpoint', 'hub_cache_dir', 'downloads_dir', 'fetch_hub_file', 'from_hf_cache', 'fetch_url',
@@ -286,12 +287,10 @@ def download(url: str, dest: Path, *, sha256: Optional[str] = None, sha256_prefi
         try:
             length = _transfer(url, partial, report)
             digest_hex = sha256_of(partial.path)  # the bytes on disk, not the stream that was written
-            if sha256 and digest_hex != sha256:
-                raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… is not the zoo\'s {sha256[:12]}… (the file '
-                                      f'behind the link changed, or the transfer was damaged)')
-            if sha256_prefix and not digest_hex.startswith(sha256_prefix):
-                raise CorruptDownload(f'{url}: sha256 {digest_hex[:12]}… does not start with the expected '
-                                      f'{sha256_prefix}')
+            wrong = sha256_problem(digest_hex, sha256, sha256_prefix)
+            if wrong:
+                raise CorruptDownload(f'{url}: {wrong} (the file behind the link changed, or the transfer was '
+                                      f'damaged)')
             partial.finish(dest)
             done = True
         except Stalled as error:

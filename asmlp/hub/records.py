@@ -19,7 +19,7 @@ from typing import Optional
 from ..paths import atomic_write
 from .locks import target_lock
 
-__all__ = ['SUFFIX', 'record_path', 'write_record', 'read_record', 'forget']
+__all__ = ['SUFFIX', 'record_path', 'write_record', 'read_record', 'forget', 'sha256_problem']
 
 SUFFIX = '.verified.json'
 
@@ -56,3 +56,13 @@ def forget(path: Path) -> None:
     with target_lock(path):
         Path(path).unlink(missing_ok=True)
         record_path(path).unlink(missing_ok=True)
+
+
+def sha256_problem(digest: str, sha256: Optional[str] = None, prefix: Optional[str] = None) -> Optional[str]:
+    """Why ``digest`` is not the expected file (the zoo's whole ``sha256``, or the ``prefix`` an OpenMMLab file name
+    carries), or None when it is (or nothing is expected). The one sha256 check of downloads and located files."""
+    if sha256 and digest != sha256:
+        return f"sha256 {digest[:12]}… is not the zoo's {sha256[:12]}…"
+    if prefix and not digest.startswith(prefix):
+        return f"sha256 {digest[:12]}… does not start with {prefix}, the official file's"
+    return None

@@ -62,13 +62,9 @@ def verify_sha256(located: Located) -> str:
     its official name; ValueError naming both digests when it is not that file."""
     from ..checkpoint_io import sha256_file
     sha = located.sha256 or sha256_file(located.path)
-    full, prefix = located.expected_sha256
-    if full and sha != full:
-        raise ValueError(f'sha256 {sha[:12]}… is not the zoo\'s {full[:12]}…; not the file it is named after '
-                         f'(delete it to download again)')
-    if prefix and not sha.startswith(prefix):
-        raise ValueError(f'sha256 {sha[:12]}… does not start with {prefix}, the official file\'s; not the file it '
-                         f'is named after (delete it to download again)')
+    wrong = records.sha256_problem(sha, *located.expected_sha256)
+    if wrong:
+        raise ValueError(f'{wrong}; not the file it is named after (delete it to download again)')
     return sha
 
 
