@@ -6,6 +6,9 @@ A preset's ``needs`` says which weight kind each of its models must have on disk
 the Demo preset (its weights ship in ``weights/demo/``). Where the host names one, that one instead (on a Hugging
 Face Space the hardware does: ``data/space.json``, handed in by ``asmlp/space/runtime.py``; cpu-basic preselects
 the demo models, ZeroGPU the paper's pair).
+
+The Instances tab's presets of COCO detectors (``data/instance_presets.json``) work the same way: the first whose
+detectors have the ``coco`` weights they need, else the Demo preset (the two nano demo detectors).
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from .hub.sources import weight_sources
 from .zoo import list_models, model_entry
 
 __all__ = ['presets', 'preset', 'default_preset', 'weight_state', 'short_title', 'grouped_choices', 'FALLBACK',
-           'SIZES', 'SHORT_STATES']
+           'SIZES', 'SHORT_STATES', 'instance_presets', 'instance_preset', 'default_instance_preset',
+           'detector_weight_state', 'detector_choices']
 
 FALLBACK = 'demo'
 FAMILIES = ('AS-MLP', 'Swin', 'SETR')
@@ -108,3 +112,53 @@ def grouped_choices() -> list[tuple[str, str]]:
     state: ``AS-MLP-B · ADE20K, downloaded on request``."""
     return [(f'{short_title(name)} · {weight_state(name, short=True)}', name) for name in sorted(list_models(),
                                                                                                  key=_order)]
+
+
+# ------------------------------------------------------------------------------------------- COCO detectors
+
+@functools.lru_cache(maxsize=1)
+def instance_presets() -> tuple[dict[str, Any], ...]:
+    """The Instances tab's presets of COCO detectors, in order of preference (``data/instance_presets.json``)."""
+    return tuple(json.loads(resources.files(__package__).joinpath('data/instance_presets.json').read_text()))
+
+
+def instance_preset(preset_id: str) -> dict[str, Any]:
+    for p in instance_presets():
+        if p['id'] == preset_id:
+            return p
+    raise ValueError(f'unknown instance preset {preset_id!r}; known: '
+                     f'{", ".join(p["id"] for p in instance_presets())}')
+
+
+def default_instance_preset() -> str:
+    """The first instance preset whose detectors have the weights it needs on disk or in the caches, else
+    ``demo`` (offline, nothing downloaded: the demo detectors)."""
+    from .hub.availability import weights_on_disk
+    for p in instance_presets():
+        if all(weights_on_disk(name) == need for name, need in p['needs'].items()):
+            return p['id']
+    return FALLBACK
+
+
+def detector_weight_state(name: str) -> str:
+    """What detector ``name``'s weights are before it loads (no network): ``COCO here``, ``COCO, downloaded on
+    request``, ``COCO, fetched by hand`` (only a manual source), ``demo weights`` or ``untrained``."""
+    from .hub.availability import weights_on_disk
+    from .hub.sources import detector_sources
+    have = weights_on_disk(name)
+    if have == 'coco':
+        return 'COCO here'
+    types = {s.type for s in detector_sources(name) if s.kind == 'coco'}
+    if types - {'manual'}:
+        return 'COCO, downloaded on request'
+    if types:
+        return 'COCO, fetched by hand'
+    return 'demo weights' if have == 'demo' else 'untrained'
+
+
+def detector_choices() -> list[tuple[str, str]]:
+    """``(label, name)`` for every COCO detector (Table 5's, then the demo ones), each label with the weight
+    state: ``Mask R-CNN + AS-MLP-T · COCO, fetched by hand``."""
+    from .detectors import detector_entry, list_detectors
+    return [(f'{detector_entry(n)["title"]} · {detector_weight_state(n)}', n)
+            for n in list_detectors(include_demo=True)]

@@ -1,6 +1,6 @@
 """The ZeroGPU path (asmlp/space/zerogpu.py) with a stand-in ``spaces`` module (tests/fakes/spaces: pickles the
-arguments and results as ZeroGPU's worker queues do): every model handler (compare, measure, both ERFs, classify)
-is wrapped, and only on ZeroGPU; the app serves and runs them on the CPU, each wrapped handler's result survives
+arguments and results as ZeroGPU's worker queues do): every model handler (compare, measure, both ERFs, classify,
+detect) is wrapped, and only on ZeroGPU; the app serves and runs them on the CPU, each wrapped handler's result survives
 ``pickle.dumps``, the GPU durations follow the chosen work; the cpu-basic defaults (demo preset, the cold-start
 note) and the engine in a forked child."""
 from __future__ import annotations
@@ -26,7 +26,8 @@ from asmlp.space.runtime import space_deployment
 FAKES = Path(__file__).resolve().parent / 'fakes'
 EXAMPLE = Path(__file__).resolve().parent.parent / 'assets' / 'examples' / 'generated_0.png'
 DEMO = ['upernet_asmlp_nano', 'upernet_swin_nano', 'setr_pup_vit_nano']
-MODEL_HANDLERS = {'compare', 'measure', 'erf', 'erf_imagenet', 'classify'}
+MODEL_HANDLERS = {'compare', 'measure', 'erf', 'erf_imagenet', 'classify', 'detect'}
+DETECTORS = ['mask_rcnn_asmlp_nano', 'mask_rcnn_swin_nano']
 CLASSIFIERS = ['asmlp_tiny', 'deit_small']
 
 
@@ -174,6 +175,34 @@ def test_each_handler_says_what_it_runs():
     assert h.classify_work('x.png', None) == Work('classify', 'classifier', ('asmlp_tiny', 'swin_tiny',
                                                                              'deit_small'), 224, 1)
     assert h.compare_work(None, DEMO) is None and h.measure_work(None) is None
+
+
+def test_the_instances_handler_is_wrapped_and_its_result_pickles(fake_spaces, monkeypatch):
+    """detect on "ZeroGPU": wrapped, run through spaces.GPU with a duration from its work, the panels, the data and
+    the state (every detection, for the threshold) come back through pickle; bad requests ask for no GPU."""
+    import gradio as gr
+
+    from asmlp.app import build_app
+    from test_instances import detecting_loader
+    monkeypatch.setenv('SPACES_ZERO_GPU', 'true')
+    with Engine(detector_loader=detecting_loader) as engine:
+        detect = handlers(build_app(engine, deployment=space_deployment()))['detect']
+        assert hasattr(detect, 'zero_gpu')
+        with pytest.raises(gr.Error, match='Upload an image'):
+            detect(None, DETECTORS, 'auto', 'fp32', 0.3)
+        with pytest.raises(gr.Error, match='unknown detector'):
+            detect(str(EXAMPLE), ['upernet_asmlp_nano'], 'auto', 'fp32', 0.3)
+        assert fake_spaces.calls == []
+        result = detect(str(EXAMPLE), DETECTORS, 'auto', 'fp32', 0.3)
+    status, panels, data, state = pickle.loads(pickle.dumps(result))
+    assert 'Shift op: fast path (no CUDA device in this call).' in status
+    assert len(panels) == 2 and [d['model'] for d in data] == DETECTORS
+    assert [r.name for r in state.results] == DETECTORS and all(len(r.instances) for r in state.results)
+    assert [c['function'] for c in fake_spaces.calls] == ['detect']
+    demo_pair = fake_spaces.calls[0]['duration']
+    tiny_pair = zerogpu.estimate_seconds(Work('detect', 'detector', ('mask_rcnn_asmlp_tiny', 'mask_rcnn_swin_tiny'),
+                                              800, 1))
+    assert 15 <= demo_pair < tiny_pair <= 300  # 48 M parameters and 260 GMACs each (Table 5) vs two nano ones
 
 
 def test_the_fused_kernel_is_used_where_it_compiles_else_the_fast_path_with_the_reason(monkeypatch):

@@ -15,20 +15,23 @@ from ..classifiers import DEFAULT_CLASSIFIERS
 from ..image_io import load_image
 from .files import ResultFiles
 from .registry import Work
-from .views import ClassifyView, ComparePanels, CompareState, classify_view, compare_panels, overlays
+from .views import (ClassifyView, ComparePanels, CompareState, InstancesState, InstancesView, classify_view,
+                    compare_panels, instance_panels, instances_data, instances_view, overlays)
 
 if TYPE_CHECKING:
     from ..engine import Engine, ModelCache
 
 __all__ = ['NO_IMAGE', 'NO_IMAGE_HERE', 'NO_STATE', 'require', 'compare', 'measure', 'erf', 'erf_imagenet',
            'classify', 'reblend', 'tta_note', 'explain_shift', 'explain_rf', 'prefetch_classifiers',
-           'compare_work', 'measure_work', 'erf_work', 'erf_imagenet_work', 'classify_work']
+           'compare_work', 'measure_work', 'erf_work', 'erf_imagenet_work', 'classify_work', 'detect', 'redraw',
+           'detect_work', 'DEFAULT_THRESHOLD']
 
 Progress = Optional[Callable[[float, str], None]]
 NO_IMAGE = 'Upload an image or pick an example first.'
 NO_IMAGE_HERE = 'Upload an image (Compare tab) first.'
 NO_STATE = 'Segment an image first; the measurements use the same image and models.'
 ERF_IMAGENET_SIZE = 224  # the ImageNet backbones' training size
+DEFAULT_THRESHOLD = 0.3  # mmdet's show_result / image demo default score_thr
 
 
 def require(value, message: str) -> None:
@@ -162,6 +165,42 @@ def classify(engine: 'Engine', classifiers: 'ModelCache', image_path: str, names
     return classify_view(results, info)
 
 
+# ------------------------------------------------------------------------------------------------ COCO detectors
+
+def _threshold(value) -> float:
+    try:
+        threshold = float(DEFAULT_THRESHOLD if value is None else value)
+    except (TypeError, ValueError):
+        raise ValueError(f'the score threshold must be a number in 0..1, got {value!r}') from None
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f'the score threshold must be within 0..1, got {value}')
+    return threshold
+
+
+def detect(engine: 'Engine', files: ResultFiles, image_path: str, models, device: str = 'auto',
+           precision: str = 'auto', threshold: float = DEFAULT_THRESHOLD, progress: Progress = None) -> InstancesView:
+    """The chosen COCO detectors on the image: one panel each (boxes, class and score, instance masks at or above
+    ``threshold``), the status with each one's weights, published AP and latency, the detections as data, and the
+    state the threshold redraws from."""
+    from ..engine.choices import check_detector_names
+    require(image_path, NO_IMAGE)
+    threshold = _threshold(threshold)
+    names = check_detector_names(models)
+    with engine.admit() as request:
+        image, info = load_image(image_path)
+        results = engine.detect(image, names, device, precision, progress, request=request)
+    return instances_view(files, image, info, results, threshold)
+
+
+def redraw(files: ResultFiles, state: Optional[InstancesState], threshold: float):
+    """The panels and the data again at ``threshold``, from the detections kept in the state (no model runs);
+    None before any detection."""
+    if not state:
+        return None
+    threshold = _threshold(threshold)
+    return instance_panels(files, state, threshold), instances_data(state, threshold)
+
+
 # ---------------------------------------------------------------------------------------------------- explainer
 
 def explain_shift(shift_size, dilation, channels, height, width, blocks) -> tuple[str, str]:
@@ -218,3 +257,13 @@ def classify_work(image_path, names=None, **_) -> Optional[Work]:
         return None
     names = check_classifier_names(names if names is not None else DEFAULT_CLASSIFIERS)
     return Work('classify', 'classifier', tuple(names), 224, 1)
+
+
+def detect_work(image_path, models, device=None, precision=None, threshold=None, **_) -> Optional[Work]:
+    from ..detectors import architecture_entry
+    from ..engine.choices import check_detector_names
+    if not image_path:
+        return None
+    names = tuple(check_detector_names(models))
+    size = max(min(architecture_entry(n)['img_scale']) for n in names)  # the short side of mmdet's test scale
+    return Work('detect', 'detector', names, size, 1)

@@ -3,7 +3,8 @@
 The Compare tab answers one glance from the button at 1440x900: the image, the preset, a compact model picker
 (a multiselect list grouped by family and size, each entry with its weight state), the Segment button, and on the
 right the first result panel (the masks) above everything else; device, precision, inference size and
-augmentation sit in a closed "Settings" accordion.
+augmentation sit in a closed "Settings" accordion. The Instances tab has the same layout for COCO detectors (the
+panels of boxes, classes, scores and instance masks first on the right, the score threshold under them).
 """
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ import plotly
 from ..classifiers import DEFAULT_CLASSIFIERS, classifier_entry, list_classifiers
 from ..engine.choices import DEVICES, PRECISIONS, default_short_side
 from ..paths import REPO_ROOT
-from ..presets import grouped_choices, preset, presets
+from ..presets import (detector_choices, grouped_choices, instance_preset, instance_presets, preset,
+                       presets)
 from ..report import paper_table
 from ..ui_inputs import Dropdown, ImageUpload, Radio, Slider
 from . import texts
 
-__all__ = ['EXAMPLES_DIR', 'PLOTLY_JS_DIR', 'compare_tab', 'classify_tab', 'shift_tab', 'rf_tab', 'about_tab',
-           'animated_figure', 'preset_note', 'preset_label']
+__all__ = ['EXAMPLES_DIR', 'PLOTLY_JS_DIR', 'compare_tab', 'instances_tab', 'classify_tab', 'shift_tab', 'rf_tab',
+           'about_tab', 'animated_figure', 'preset_note', 'preset_label', 'instance_preset_note']
 
 EXAMPLES_DIR = REPO_ROOT / 'assets' / 'examples'
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / 'package_data'
@@ -103,6 +105,46 @@ def compare_tab(chosen_preset: str) -> SimpleNamespace:
                            status=status, opacity=opacity, overlays=overlays, legend=legend,
                            disagreement=disagreement, disagreement_text=disagreement_text, runs=runs,
                            measure=measure, metrics_table=metrics_table, metrics_plot=metrics_plot, chosen=chosen)
+
+
+def instance_preset_note(preset_id: str) -> str:
+    p = instance_preset(preset_id)
+    return f'**{p["label"]}.** {p["description"]}'
+
+
+def instances_tab(chosen_preset: str, threshold: float) -> SimpleNamespace:
+    """COCO detectors side by side, laid out as Compare: image, preset, picker and the Detect button on the left,
+    the panels first on the right; the score threshold under them redraws without running a model."""
+    chosen = list(instance_preset(chosen_preset)['models'])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=380):
+            image = ImageUpload(type='filepath', label='Image', elem_id='instances-image', height=240,
+                                sources=['upload', 'clipboard'])
+            preset_radio = Radio([(preset_label(p), p['id']) for p in instance_presets()], value=chosen_preset,
+                                 label='Preset', elem_id='instances-preset')
+            models = Dropdown(detector_choices(), value=chosen, multiselect=True, elem_id='detectors',
+                              label='COCO detectors (weights, before loading)')
+            run = gr.Button('Detect', variant='primary', elem_id='detect')
+            with gr.Accordion('Settings', open=False, elem_id='instances-settings'):
+                with gr.Row():
+                    device = Radio(list(DEVICES), value='auto', label='Device', elem_id='instances-device')
+                    precision = Radio(list(PRECISIONS), value='auto', label='Precision',
+                                      elem_id='instances-precision')
+            note = gr.Markdown(instance_preset_note(chosen_preset), elem_id='instances-preset-note')
+            examples = sorted(map(str, EXAMPLES_DIR.glob('generated_*.png'))) + sorted(
+                map(str, EXAMPLES_DIR.glob('*.jpg')))
+            if examples:
+                gr.Examples(examples, inputs=image, label=EXAMPLES_LABEL)
+        with gr.Column(scale=2):
+            panels = gr.Gallery(label='Boxes, classes and scores, instance masks (one colour per instance)',
+                                format='png', columns=2, height=420, elem_id='instance-panels')
+            threshold_slider = Slider(0, 1, value=threshold, step=0.05, label='Score threshold (redraws, no rerun)',
+                                      elem_id='score-threshold')
+            status = gr.Markdown(elem_id='instances-status')
+            with gr.Accordion('As data (boxes [x, y, w, h], COCO categories, masks as COCO RLE)', open=False):
+                data = gr.JSON(label='Detections per model', elem_id='instances-json')
+    return SimpleNamespace(image=image, preset=preset_radio, preset_note=note, models=models, run=run, device=device,
+                           precision=precision, panels=panels, threshold=threshold_slider, status=status, data=data)
 
 
 def classify_tab() -> SimpleNamespace:

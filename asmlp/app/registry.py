@@ -1,6 +1,6 @@
 """The one registration of the app's model handlers, and what a deployment adds to the app.
 
-Every handler that runs a model (compare, measure, the two effective-receptive-field views, classify) is
+Every handler that runs a model (compare, measure, the two effective-receptive-field views, classify, detect) is
 registered as a :class:`ModelHandler`: the Gradio event function plus what a call of it will run (:class:`Work`)
 and how its weights are fetched beforehand. A :class:`Deployment` may wrap each of them (ZeroGPU:
 ``asmlp/space/zerogpu.py``); the app itself knows nothing of where it is deployed (``app.py`` hands the Space's
@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 __all__ = ['MODEL_HANDLERS', 'Work', 'ModelHandler', 'Deployment']
 
-MODEL_HANDLERS = ('compare', 'measure', 'erf', 'erf_imagenet', 'classify')  # their API names
+MODEL_HANDLERS = ('compare', 'measure', 'erf', 'erf_imagenet', 'classify', 'detect')  # their API names
 
 ProgressFn = Optional[Callable[[float, str], None]]
 
@@ -21,7 +21,8 @@ ProgressFn = Optional[Callable[[float, str], None]]
 @dataclass(frozen=True)
 class Work:
     """What one call of a model handler runs: ``models`` of ``kind`` (``segmenter``: zoo names, ``classifier``:
-    ImageNet classifiers) at ``size`` (the segmenters' inference short side, the classifiers' input side), each
+    ImageNet classifiers, ``detector``: COCO detectors) at ``size`` (the segmenters' inference short side, the
+    classifiers' input side, the short side of the detectors' test scale), each
     ``passes`` forward passes (a backward counts two)."""
     handler: str
     kind: str

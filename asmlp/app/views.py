@@ -12,7 +12,8 @@ from .. import viz
 from .files import ResultFiles
 
 __all__ = ['CompareState', 'ComparePanels', 'ClassifyView', 'compare_panels', 'overlays', 'classify_view',
-           'status_markdown', 'legend_markdown']
+           'status_markdown', 'legend_markdown', 'InstancesState', 'InstancesView', 'instances_view',
+           'instance_panels', 'instances_data', 'published_ap']
 
 
 @dataclass
@@ -121,3 +122,72 @@ def classify_view(results, info) -> ClassifyView:
              for rank in range(min(len(r.indices) for r in results))]
     return ClassifyView('\n'.join(lines), dict(headers=['rank'] + [r.title for r in results], data=table),
                         [r.as_dict() for r in results])
+
+
+# ------------------------------------------------------------------------------------------------- instances
+
+@dataclass
+class InstancesState:
+    """What a finished detection leaves for the session: the image and every detector's
+    :class:`~asmlp.engine.Detection` (all its instances above mmdet's test ``score_thr``), so that the score
+    threshold redraws the panels without running a model."""
+    image: np.ndarray
+    results: list = field(default_factory=list)  # asmlp.engine.Detection
+
+
+@dataclass(frozen=True)
+class InstancesView:
+    status: str
+    panels: list[tuple[str, str]]      # (image file, caption) per detector
+    data: list[dict]                   # per detector: the detections in the detect format
+    state: InstancesState
+
+
+def published_ap(name: str) -> str:
+    """The published box / mask AP of detector ``name``: AS-MLP Table 5 (3x) and the checkpoints' own numbers."""
+    from ..detectors import detector_entry
+    entry = detector_entry(name)
+    published = entry['published']
+    if published['box_ap'] is None:
+        return 'nothing published (demo)'
+    parts = [f'{published["box_ap"]:.1f} / {published["mask_ap"]:.1f} ({published["schedule"]}, paper)']
+    for source in entry['weights']:
+        reported = source.get('reported')
+        if reported:
+            parts.append(f'{reported["box_ap"]:.1f} / {reported["mask_ap"]:.1f} ({reported["schedule"]} weights)')
+    return '; '.join(dict.fromkeys(parts))
+
+
+def instance_panels(files: ResultFiles, state: InstancesState, threshold: float) -> list[tuple[str, str]]:
+    """One panel per detector: the image with its instances scoring at least ``threshold`` drawn (boxes, class
+    and score, masks; one colour per instance), captioned with the count."""
+    from ..evaluation.detections import above, overlay
+    panels = []
+    for r in state.results:
+        shown, total = len(above(r.instances, threshold)), len(r.instances)
+        panels.append((files.image(overlay(state.image, r.instances, threshold)),
+                       f'{shown} of {total} at score >= {threshold:.2f} · {r.title}'))
+    return panels
+
+
+def instances_data(state: InstancesState, threshold: float) -> list[dict]:
+    """Per detector its detections at or above ``threshold`` in the detect format, with what ran and the weights
+    (:func:`asmlp.evaluation.detections.detection_record`)."""
+    from ..evaluation.detections import detection_record
+    return [detection_record(r, threshold) for r in state.results]
+
+
+def instances_view(files: ResultFiles, image: np.ndarray, info: Any, results: list, threshold: float
+                   ) -> InstancesView:
+    """The status (per detector: weights, published AP, latency, where it ran), the panels and the data."""
+    state = InstancesState(image, list(results))
+    lines = [f'Image: {info.describe()}.', '', '| model | weights | published box / mask AP | inference |',
+             '|---|---|---|---|']
+    for r in results:
+        lines.append(f'| **{r.title}** | {html.escape(r.status.message)} | {published_ap(r.name)} | '
+                     f'{r.input_size[0]}x{r.input_size[1]}, {r.device}, {r.precision}, {r.seconds:.2f} s |')
+    notes = [f'- **{r.title}**: {html.escape(note)}' for r in results for note in r.notes]
+    if notes:
+        lines += [''] + notes
+    return InstancesView('\n'.join(lines), instance_panels(files, state, threshold), instances_data(state, threshold),
+                         state)

@@ -13,7 +13,7 @@ import gradio as gr
 from ..engine.choices import default_short_side
 from ..image_io import ImageInputError
 from ..limits import Busy, InferenceTimeout
-from ..presets import default_preset, preset
+from ..presets import default_instance_preset, default_preset, instance_preset, preset
 from ..ui_inputs import refusal
 from ..zoo import list_models
 from . import handlers, layout, texts
@@ -121,6 +121,16 @@ class App:
                                      _reporter(progress))
             return view.markdown, view.table, view.data
 
+    def detect(self, image_path, models, device, precision, threshold, progress=gr.Progress()):
+        """The chosen COCO detectors' panels, status and detections as data; the state keeps every detection
+        for :meth:`redraw`."""
+        if not image_path:
+            self._refuse(handlers.NO_IMAGE)
+        with answering('Detection'):
+            view = handlers.detect(self.engine(progress), self.files, image_path, models, device, precision,
+                                   threshold, _reporter(progress))
+            return view.status, view.panels, view.data, view.state
+
     @staticmethod
     def _refuse(message: str):
         raise refusal(message)
@@ -134,6 +144,10 @@ class App:
         """As :meth:`prefetch_segmenters`, for ``work``'s ImageNet classifiers."""
         handlers.prefetch_classifiers(self.classifiers(), work.models)
 
+    def prefetch_detectors(self, work, progress=None) -> None:
+        """As :meth:`prefetch_segmenters`, for ``work``'s COCO detectors."""
+        self.engine(None).prefetch_detectors(work.models, 'cpu', progress)
+
     def model_handlers(self) -> dict[str, ModelHandler]:
         """The registration of every handler that runs a model (``registry.MODEL_HANDLERS``)."""
         segmenters, classifiers = self.prefetch_segmenters, self.prefetch_classifiers
@@ -143,6 +157,7 @@ class App:
             ModelHandler('erf', self.erf, handlers.erf_work, segmenters),
             ModelHandler('erf_imagenet', self.erf_imagenet, handlers.erf_imagenet_work, classifiers),
             ModelHandler('classify', self.classify, handlers.classify_work, classifiers),
+            ModelHandler('detect', self.detect, handlers.detect_work, self.prefetch_detectors, status_output=0),
         )}
 
     # ------------------------------------------------------------------------------------------- the light ones
@@ -150,6 +165,12 @@ class App:
     def reblend(self, state, opacity):
         result = handlers.reblend(self.files, state, opacity)
         return gr.skip() if result is None else result
+
+    def redraw(self, state, threshold):
+        """The instance panels and data again at ``threshold``, from the state: no model runs."""
+        with answering('Redrawing'):
+            result = handlers.redraw(self.files, state, threshold)
+        return (gr.skip(), gr.skip()) if result is None else result
 
     def tta_note(self, aug, models, device, precision, short_side, state):
         engine = self.starter.get() if self.starter.ready else None
@@ -175,6 +196,9 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None,
         state = gr.State(None)
         with gr.Tab('Compare'):
             compare = layout.compare_tab(chosen_preset)
+        with gr.Tab('Instances'):
+            instances = layout.instances_tab(default_instance_preset(), handlers.DEFAULT_THRESHOLD)
+            instances_state = gr.State(None)
         with gr.Tab('Classify'):
             classify = layout.classify_tab()
         with gr.Tab('Axial shift'):
@@ -183,21 +207,38 @@ def build_app(engine: Union['Engine', EngineStarter, None] = None,
             rf = layout.rf_tab()
         with gr.Tab('About'):
             layout.about_tab()
-        _wire(demo, app, deployment, state, compare, classify, shift, rf)
+        model_event = _model_event(app, deployment)
+        _wire(demo, app, deployment, model_event, state, compare, classify, shift, rf)
+        _wire_instances(app, model_event, instances_state, instances)
     demo.asmlp_app = app  # the event functions (tests, introspection)
     return demo
 
 
-def _wire(demo, app: App, deployment: Deployment, state, compare, classify, shift, rf) -> None:
+def _model_event(app: App, deployment: Deployment):
+    """``model_event(trigger, name, inputs, outputs)``: the registered model handler ``name`` (wrapped by the
+    deployment) on ``trigger``, with enough Gradio workers that a request reaches engine.admit() at once, which runs
+    one, queues Limits.max_waiting and turns the rest away with BUSY_MESSAGE (RELIABILITY.md)."""
     registered = app.model_handlers()
-    # model events: enough Gradio workers that a request reaches engine.admit() at once, which runs one, queues
-    # Limits.max_waiting and turns the rest away with BUSY_MESSAGE (RELIABILITY.md)
     workers = app.starter.limits.model_event_concurrency
 
     def model_event(trigger, name: str, inputs, outputs):
         handler = registered[name]
         fn = deployment.wrap(handler) if deployment.wrap is not None else handler.fn
         return trigger(fn, inputs, outputs, api_name=name, concurrency_limit=workers, concurrency_id='models')
+    return model_event
+
+
+def _wire_instances(app: App, model_event, state, tab) -> None:
+    model_event(tab.run.click, 'detect', [tab.image, tab.models, tab.device, tab.precision, tab.threshold],
+                [tab.status, tab.panels, tab.data, state])
+    # the threshold redraws from the kept detections: no model runs, no GPU is asked for
+    tab.threshold.change(app.redraw, [state, tab.threshold], [tab.panels, tab.data], api_visibility='private',
+                          show_progress='hidden')
+    tab.preset.change(lambda p: (list(instance_preset(p)['models']), layout.instance_preset_note(p)), [tab.preset],
+                      [tab.models, tab.preset_note], api_visibility='private', show_progress='hidden')
+
+
+def _wire(demo, app: App, deployment: Deployment, model_event, state, compare, classify, shift, rf) -> None:
 
     c = compare
     model_event(c.run.click, 'compare', [c.image, c.models, c.device, c.precision, c.short_side, c.opacity, c.aug],

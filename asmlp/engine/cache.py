@@ -21,7 +21,7 @@ import torch
 from ..errors import first_line
 from .budget import install_deadline
 
-__all__ = ['Loaded', 'ModelCache', 'load_segmenter', 'release_gpu']
+__all__ = ['Loaded', 'ModelCache', 'load_segmenter', 'load_detector', 'release_gpu']
 
 log = logging.getLogger('asmlp.engine')
 
@@ -36,19 +36,15 @@ class Loaded:
     loaded_at: float = 0.0   # time.monotonic()
 
 
-def load_segmenter(name: str):
-    """``(model, WeightStatus)`` of the zoo model ``name`` with the best weights the resolver finds
-    (:func:`asmlp.hub.load_pretrained`, which reports missing or broken weights in the status). What it did not
-    foresee (e.g. an unwritable cache) is caught here: the model degrades to untrained with a status that says why,
-    and the other models of a request run. Untrained models are built from a seed derived from the name: the same
-    model on every load."""
-    from ..hub import WeightStatus, load_pretrained
-    from ..hub.status import UNTRAINED_MESSAGE
-    from ..zoo import build_segmenter
+def _load_safely(name: str, load: Callable, build: Callable, untrained: str):
+    """``load(name)``, with the net for what the resolver did not foresee (e.g. an unwritable cache): the model
+    degrades to ``build(name)``, untrained, with a status that says why, and the other models of a request run.
+    Untrained models are built from a seed derived from the name: the same model on every load."""
+    from ..hub import WeightStatus
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(name.encode()))
         try:
-            return load_pretrained(name)
+            return load(name)
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as error:  # noqa: BLE001  (the net for what the resolver did not foresee)
@@ -56,13 +52,32 @@ def load_segmenter(name: str):
             log.warning('%s: loading weights failed: %s', name, why)
             torch.manual_seed(zlib.crc32(name.encode()))
             status = WeightStatus(model=name, kind='none', source=None, revision_pinned=False, sha256=None,
-                                  message=f'{UNTRAINED_MESSAGE} (loading weights failed: {why})',
+                                  message=f'{untrained} (loading weights failed: {why})',
                                   problems=(f'loading weights failed: {why}',))
-            return build_segmenter(name), status
+            return build(name), status
+
+
+def load_segmenter(name: str):
+    """``(model, WeightStatus)`` of the zoo model ``name`` with the best weights the resolver finds
+    (:func:`asmlp.hub.load_pretrained`, which reports missing or broken weights in the status); a fault the
+    resolver did not foresee degrades it to untrained (:func:`_load_safely`)."""
+    from ..hub import load_pretrained
+    from ..hub.status import UNTRAINED_MESSAGE
+    from ..zoo import build_segmenter
+    return _load_safely(name, load_pretrained, build_segmenter, UNTRAINED_MESSAGE)
+
+
+def load_detector(name: str):
+    """``(model, WeightStatus)`` of the COCO detector ``name`` (``data/coco.json``) with the best weights the
+    resolver finds (:func:`asmlp.hub.load_detector`: COCO, then the demo folder), as :func:`load_segmenter`."""
+    from ..detectors import create_detector
+    from ..hub import load_detector as resolve_detector
+    from ..hub.status import UNTRAINED_DETECTOR_MESSAGE
+    return _load_safely(name, resolve_detector, create_detector, UNTRAINED_DETECTOR_MESSAGE)
 
 
 def _degraded(status) -> bool:
-    return bool(getattr(status, 'problems', ())) and getattr(status, 'kind', None) not in ('ade20k', 'imagenet')
+    return bool(getattr(status, 'problems', ())) and getattr(status, 'kind', None) not in ('ade20k', 'imagenet', 'coco')
 
 
 def _model_bytes(model: torch.nn.Module) -> int:

@@ -11,7 +11,8 @@ from typing import Callable
 
 from ..zoo import model_entry
 
-__all__ = ['DEVICES', 'PRECISIONS', 'NAME_RE', 'default_short_side', 'check_names']
+__all__ = ['DEVICES', 'PRECISIONS', 'NAME_RE', 'default_short_side', 'check_names', 'check_detector_names',
+           'is_detector']
 
 DEVICES = ('auto', 'cpu', 'gpu')
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
@@ -41,3 +42,16 @@ def check_names(names, lookup: Callable[[str], object], kind: str, plural: str) 
             raise ValueError(f'unknown {kind} {name!r}: {kind} names are {plural} (lowercase letters, digits, _)')
         lookup(name)
     return names
+
+
+def check_detector_names(names) -> list[str]:
+    """COCO detector names (``data/coco.json``, the demo detectors included) from the UI or an API client,
+    validated as :func:`check_names` does."""
+    from ..detectors import detector_entry
+    return check_names(names, detector_entry, 'detector', 'COCO detector names')
+
+
+def is_detector(name: str) -> bool:
+    """Whether ``name`` is a COCO detector of the zoo (``data/coco.json``)."""
+    from ..detectors import list_detectors
+    return name in list_detectors(include_demo=True)

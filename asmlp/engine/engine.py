@@ -14,7 +14,9 @@ from ..errors import first_line
 from ..limits import Limits
 from .admission import Gate, Request
 from .budget import Budget, in_work, remaining
-from .cache import Loaded, ModelCache, load_segmenter
+from .cache import Loaded, ModelCache, load_detector, load_segmenter
+from .choices import check_detector_names, is_detector
+from .detect import Detection, detect_one
 from .devices import check_model_names, resolve_device, resolve_precision
 from .measure import Measurement, measure_one, model_input
 from .segment import Segmentation, Timings, segment_one
@@ -35,18 +37,24 @@ class Engine:
     :class:`~asmlp.limits.Busy`) and runs under the request's time budget (``timeout``;
     :class:`~asmlp.engine.budget.Budget`). A CUDA out-of-memory error retries at half the inference size, then on
     the CPU. ``loader(name) -> (model, status)`` replaces the weights resolver (tests, other model kinds; no
-    downloads are prefetched then). :meth:`close` waits for running work; an idle engine holds no thread.
+    downloads are prefetched then); ``detector_loader`` does the same for the COCO detectors (:meth:`detect`),
+    which share the cache. :meth:`close` waits for running work; an idle engine holds no thread.
     """
 
     def __init__(self, max_models: Optional[int] = None, loader: Optional[Callable] = None, *,
                  max_bytes: Optional[int] = None, timeout: Optional[float] = None,
-                 retry_after: Optional[float] = None, limits: Optional[Limits] = None):
+                 retry_after: Optional[float] = None, limits: Optional[Limits] = None,
+                 detector_loader: Optional[Callable] = None):
         self.limits = limits = limits or Limits.from_env()
-        self.models = ModelCache(loader or load_segmenter,
+        segmenters, detectors = loader or load_segmenter, detector_loader or load_detector
+
+        def load(name: str):  # one cache, one memory bound, for both kinds (their names differ)
+            return (detectors if is_detector(name) else segmenters)(name)
+        self.models = ModelCache(load,
                                  max_models=limits.cache_models if max_models is None else max_models,
                                  max_bytes=limits.cache_bytes if max_bytes is None else max_bytes,
                                  retry_after=limits.retry_after if retry_after is None else retry_after)
-        self._resolver = loader is None
+        self._resolver, self._detector_resolver = loader is None, detector_loader is None
         self.gate = Gate(limits.max_waiting, limits.wait_timeout)
         self.budget = Budget(limits.inference_timeout if timeout is None else timeout, limits.timeout_grace,
                              limits.torch_threads)
@@ -194,6 +202,48 @@ class Engine:
             if on_result is not None:
                 on_result(result)
         return results
+
+    def prefetch_detectors(self, names, device, progress: Progress = None) -> None:
+        """As :meth:`prefetch`, for COCO detectors (:func:`asmlp.hub.prefetch_detector`)."""
+        if not self._detector_resolver:
+            return
+        from ..detectors import detector_entry
+        from ..hub import prefetch_detector
+        for name in names:
+            if not self.models.needs_load(name, device):
+                continue
+
+            def report(p, name=name):
+                if progress is not None:
+                    progress(p.fraction or 0.0, f'{detector_entry(name)["title"]}: {p.text()}')
+            try:
+                prefetch_detector(name, progress=report)
+            except Exception as error:  # noqa: BLE001  (the load reports what is wrong; the request goes on)
+                log.warning('%s: downloading weights failed: %s: %s', name, type(error).__name__, first_line(error))
+
+    def detect_stream(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
+                      progress: Progress = None, request: Optional[Request] = None) -> Iterator[Detection]:
+        """Each COCO detector's :class:`~asmlp.engine.detect.Detection` of ``image`` as soon as it is done,
+        admitted and budgeted as :meth:`segment_stream` (weights downloaded with the turn, before the budget).
+        Each detector runs mmdet's test pipeline at its own ``img_scale``."""
+        from ..preprocess import check_rgb_image
+        names = check_detector_names(names)
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+        image = check_rgb_image(image)
+        if image.shape[0] * image.shape[1] > self.limits.max_work_pixels:
+            raise ValueError(f'the image has {image.shape[0] * image.shape[1] / 1e6:.1f} megapixels; the engine '
+                             f'detects in up to {self.limits.max_work_pixels / 1e6:.1f} (downscale it first)')
+        with self.admit(request) as request:
+            self._turn(request, progress, lambda: self.prefetch_detectors(names, dev, progress))
+            for i, name in enumerate(names):
+                yield self.budget.run(lambda: detect_one(self.models, image, name, dev, prec, progress, i,
+                                                         len(names)), request)
+
+    def detect(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
+               progress: Progress = None, request: Optional[Request] = None) -> list[Detection]:
+        """:meth:`detect_stream` as a list."""
+        return list(self.detect_stream(image, names, device, precision, progress, request))
 
     def estimate_seconds(self, image_shape, names, device: str = 'auto', precision: str = 'auto',
                          short_side: int = 512, aug: str = 'none') -> Optional[float]:

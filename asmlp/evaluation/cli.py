@@ -3,7 +3,8 @@
 - ``evaluate --data DIR --models NAME... [--aug none|ms-flip]``: mmseg 0.x ADE20K val mIoU beside the published
   numbers; ``torchrun --nproc_per_node=N -m asmlp evaluate ...`` shards the images over N processes.
 - ``predict IMAGE_OR_DIR... --models NAME... --out DIR``: label PNG (1..150), colour mask and overlay per image and
-  model, by the same inference code.
+  model, by the same inference code; ``--task instances`` with COCO detectors: the detections as JSON (the app's
+  ``detect`` format, :mod:`asmlp.evaluation.detections`) and an overlay per image and model.
 - ``synth-ade20k DIR --count N [--seed S] [--heldout]``: generated scenes in the ADEChallengeData2016 layout.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _positive(text: str) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     from ..engine.choices import DEVICES, PRECISIONS
-    parser.add_argument('--models', nargs='+', required=True, metavar='NAME', help='zoo model names')
+    parser.add_argument('--models', nargs='+', required=True, metavar='NAME',
+                        help='zoo model names (predict --task instances: COCO detector names)')
     parser.add_argument('--aug', choices=AUGS, default='none',
                         help="test-time augmentation: none (single scale) or ms-flip (the papers' MS: 6 scales x "
                              "flip, softmax averaged; about 17.4x the work)")
@@ -137,7 +139,10 @@ def _images_of(paths: list[Path]) -> list[Path]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Label PNG (annotation encoding 1..150), colour mask and overlay per image and model."""
+    """Label PNG (annotation encoding 1..150), colour mask and overlay per image and model; ``--task instances``:
+    :func:`run_predict_instances`."""
+    if getattr(args, 'task', 'segmentation') == 'instances':
+        return run_predict_instances(args)
     import torch
     from PIL import Image
 
@@ -179,6 +184,56 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def run_predict_instances(args: argparse.Namespace) -> int:
+    """Per image and COCO detector: ``OUT/<model>/<image>.json`` (the detections at or above ``--score-threshold``
+    in the ``detect`` format) and ``<image>_overlay.png`` (boxes, classes and scores, instance masks), by the app's
+    code (:func:`asmlp.engine.detect.detect_one`, :mod:`asmlp.evaluation.detections`)."""
+    from PIL import Image
+
+    from ..engine.cache import ModelCache, load_detector
+    from ..engine.choices import check_detector_names
+    from ..engine.detect import detect_one
+    from ..engine.devices import resolve_device, resolve_precision
+    from .dataset import BadSample, read_image
+    from .detections import detection_record, overlay
+    try:
+        names = check_detector_names(args.models)
+        device = resolve_device(args.device)
+        precision = resolve_precision(args.precision, device)
+        if not 0.0 <= args.score_threshold <= 1.0:
+            raise ValueError(f'--score-threshold must be within 0..1, got {args.score_threshold}')
+    except ValueError as e:
+        return _error(str(e))
+    _set_threads(args)
+    images = _images_of(args.inputs)
+    if not images:
+        return _error(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
+    failed = 0
+    models = ModelCache(load_detector, max_models=1)
+    for name in names:
+        out = args.out / name
+        out.mkdir(parents=True, exist_ok=True)
+        done = 0
+        for path in images:
+            try:
+                image = read_image(path.stem, path)
+            except BadSample as e:
+                failed += 1
+                print(f'skipped {e}', file=sys.stderr, flush=True)
+                continue
+            result = detect_one(models, image, name, device, precision)
+            if not done:
+                print(f'{name}: {result.status.message}', flush=True)
+            record = {'image': str(path), **detection_record(result, args.score_threshold)}
+            _write_json(out / f'{path.stem}.json', record)
+            Image.fromarray(overlay(image, result.instances, args.score_threshold)).save(
+                out / f'{path.stem}_overlay.png')
+            done += 1
+        print(f'{name}: {done} images -> {out}/', flush=True)
+    models.clear()
+    return 1 if failed else 0
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from .synthetic_set import write_synthetic_ade20k
     try:
@@ -215,11 +270,17 @@ def register_cli(subparsers) -> None:
     pr = subparsers.add_parser('predict', help='label PNG, colour mask and overlay per image and model',
                                description='Segment images with zoo models (the inference code of evaluate and '
                                            'the app): OUT/<model>/<image>.png (labels 1..150), _color.png, '
+                                           '_overlay.png. --task instances: COCO detectors, OUT/<model>/<image>.json '
+                                           '(boxes [x, y, w, h], scores, COCO categories, masks as COCO RLE) and '
                                            '_overlay.png.')
     pr.add_argument('inputs', nargs='+', type=Path, metavar='IMAGE_OR_DIR')
     _common(pr)
     pr.add_argument('--out', type=Path, required=True, metavar='DIR')
     pr.add_argument('--opacity', type=float, default=0.5, help='overlay opacity (0.5)')
+    pr.add_argument('--task', choices=('segmentation', 'instances'), default='segmentation',
+                    help='segmentation (zoo segmenters, default) or instances (COCO detectors: data/coco.json)')
+    pr.add_argument('--score-threshold', type=float, default=0.3, metavar='S',
+                    help='--task instances: keep detections scoring at least S (0.3)')
     pr.set_defaults(func=run_predict)
 
     sy = subparsers.add_parser('synth-ade20k', help='generated scenes in the ADE20K layout',

@@ -1,4 +1,5 @@
-"""ZeroGPU: the app's model handlers (compare, measure, the two ERF views, classify) as ``@spaces.GPU`` functions.
+"""ZeroGPU: the app's model handlers (compare, measure, the two ERF views, classify, detect) as ``@spaces.GPU``
+functions.
 
 :func:`handler_wrapper` gives the wrapper that ``asmlp/space/runtime.py`` hands to the app (every handler the
 app registers as a :class:`~asmlp.app.registry.ModelHandler` goes through it), or None unless ``SPACES_ZERO_GPU``
@@ -11,11 +12,11 @@ handler
 2. asks for a GPU for ``duration`` seconds, estimated from what the call runs (:func:`estimate_seconds` of the
    handler's :class:`~asmlp.app.registry.Work`; ``spaces.GPU`` calls the estimator with the handler's arguments);
 3. runs the handler in ZeroGPU's forked worker, where every handler resolves the device ``auto`` to the GPU
-   (segmentation, measurement, the effective receptive fields' forward and backward, classification); the axial
-   shift takes the fused Triton kernels when they compile and agree with the reference on that GPU (probed once
-   per worker), else the fast path, and the compare status says which and why; no ``torch.compile`` anywhere on
-   this path (ZeroGPU does not support it; the exported programs of ``python -m asmlp bench compile`` are not
-   used by the app);
+   (segmentation, measurement, the effective receptive fields' forward and backward, classification, detection);
+   the axial shift takes the fused Triton kernels when they compile and agree with the reference on that GPU
+   (probed once per worker), else the fast path, and the compare status says which and why; no ``torch.compile``
+   anywhere on this path (ZeroGPU does not support it; the exported programs of ``python -m asmlp bench compile``
+   are not used by the app);
 4. returns CPU objects only (a CUDA tensor sent back through ZeroGPU's result queue hangs the call): every tensor in
    the result is moved to the CPU; the images are files, the figures and tables plotly / pandas already.
 
@@ -42,6 +43,7 @@ import logging
 import math
 from typing import Any, Callable, Optional
 
+from ..detectors import FLOPS_SIZE
 from ..errors import first_line
 from .hardware import hardware_spec, zero_gpu
 
@@ -61,15 +63,31 @@ def import_spaces():
     return spaces
 
 
+@functools.lru_cache(maxsize=None)
+def _detector_counts(name: str) -> tuple[float, float]:
+    """(params, GMACs at 1280x800) of COCO detector ``name``: AS-MLP Table 5's (``data/coco.json``), else counted
+    on the meta device (:func:`asmlp.detectors.detector_metrics`: the demo detectors)."""
+    from ..detectors import detector_entry, detector_metrics
+    published = detector_entry(name)['published']
+    if published['params'] and published['gmacs']:
+        return published['params'], published['gmacs']
+    counts = detector_metrics(name)
+    return counts['params'], counts['gmacs']
+
+
 def _model_seconds(kind: str, name: str, size: int, passes: float, duration: dict) -> float:
     """Load + compute seconds of one model: its weights (fp32 bytes) at ``load_s_per_gb``, and ``passes`` forwards
     at ``size`` at ``gpu_gmacs_per_s``. Segmenters: GMACs counted at 512x2048 (the 4:1 aspect the app allows at
     most: an upper bound) scaled to the short side ``size``; classifiers: their published GMACs at 224
-    (``data/imagenet.json``) scaled to ``size``."""
+    (``data/imagenet.json``) scaled to ``size``; detectors: their GMACs at 1280x800 (:func:`_detector_counts`)
+    scaled to the short side ``size`` of their test scale (800 for Table 5's: the same)."""
     if kind == 'classifier':
         from ..classifiers import classifier_entry
         published = classifier_entry(name)['published']
         params, gmacs = published['params'], published['gmacs'] * (size / 224) ** 2
+    elif kind == 'detector':
+        params, gmacs = _detector_counts(name)
+        gmacs *= (size / min(FLOPS_SIZE)) ** 2
     else:
         from ..counts_cache import cached_segmenter_metrics
         counts = cached_segmenter_metrics(name, (512, 2048))
