@@ -98,11 +98,14 @@ def _info_coco(args: argparse.Namespace) -> None:
     print(f'{"model":<30} {"params M":>9} {"paper M":>8} {"off":>6} {f"GMACs@{height}x{width}":>15} {"attn":>5} '
           f'{"paper G":>8} {"off":>6} {"box AP":>7} {"mask AP":>8} {"weights":>8}')
     for r in rows:
-        print(f'{r["name"]:<30} {r["params"] / 1e6:>9.2f} {r["paper_params"] / 1e6:>8.0f} '
-              f'{100 * r["params_off"]:>+5.1f}% {r["gmacs"]:>15.1f} {r["attention_gmacs"]:>5.1f} '
-              f'{r["paper_gmacs"]:>8.0f} {100 * r["gmacs_off"]:>+5.1f}% {r["paper_box_ap"]:>7.1f} '
-              f'{r["paper_mask_ap"]:>8.1f} {r["weights"] or "none":>8}')
-    off = [r for r in rows if abs(r['params_off']) > 0.02 or abs(r['gmacs_off']) > 0.02]
+        def num(value, spec, scale=1.0):  # '-' where nothing is published (the demo detectors)
+            return '-' if value is None else format(value * scale, spec)
+        print(f'{r["name"]:<30} {r["params"] / 1e6:>9.2f} {num(r["paper_params"], ".0f", 1e-6):>8} '
+              f'{num(r["params_off"], "+.1%"):>6} {r["gmacs"]:>15.1f} {r["attention_gmacs"]:>5.1f} '
+              f'{num(r["paper_gmacs"], ".0f"):>8} {num(r["gmacs_off"], "+.1%"):>6} {num(r["paper_box_ap"], ".1f"):>7} '
+              f'{num(r["paper_mask_ap"], ".1f"):>8} {r["weights"] or "none":>8}')
+    off = [r for r in rows if r['params_off'] is not None
+           and (abs(r['params_off']) > 0.02 or abs(r['gmacs_off']) > 0.02)]
     for r in off:
         print(f'\n{r["name"]}: more than 2% off the paper: {r["count_note"] or "no explanation recorded"}')
     print(f'\n{"All within 2% of Table 5. " if not off else ""}Counted on the meta device as mmdet\'s get_flops '

@@ -8,8 +8,8 @@ zoo detector (strict: every key, nothing else, same shapes), returning a :class:
 """
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -97,8 +97,7 @@ tags:
 
 # {name}: demo weights (generated scenes)
 
-{entry['title']}: {arch['title']}, {_params(name) / 1e6:.2f} M parameters, mmdet 2.11's module names and inference
-({arch['source']}).
+{entry['title']}, {_params(name) / 1e6:.2f} M parameters. Architecture `{entry['architecture']}`: {arch['source']}.
 
 **Demo weights, not a published model.** Trained by this project (asmlp) from a random initialisation on
 procedurally generated scenes, so that the app shows detections that mean something with no network and no
@@ -139,7 +138,8 @@ stored as fp16.
 ## Held-out results
 
 Box and mask AP (percent) from `python -m asmlp evaluate-coco` (pycocotools COCOeval as mmdet 2.11 runs it) on
-generated sets written by `synth-coco`; the `{first}` set is the one the tests evaluate again.
+generated sets written by `synth-coco`: the `{first}` set is the one the tests evaluate again (few objects per
+category, so its numbers move a lot from set to set); the larger set gives the steadier number.
 
 | set | type | AP | AP50 | AP75 | APs | APm | APl |
 |---|---|---|---|---|---|---|---|
@@ -166,32 +166,31 @@ def demo_detector_folder(name: str, root: Optional[str | os.PathLike] = None) ->
 
 def load_demo_detector(name: str, root: Optional[str | os.PathLike] = None) -> tuple[nn.Module, object]:
     """The demo detector ``name`` with its shipped weights (eval mode, fp32) and a ``WeightStatus`` of kind
-    ``demo``. ValueError (one line) for an unknown name, a missing folder or a file that does not fit."""
-    import torch
-
-    from ..checkpoint_io import load_checkpoint, sha256_file
-    from ..convert_detection import load_detector_state_dict
-    from ..detectors import create_detector
-    from ..hub.native import CONFIG_FILE, WEIGHTS_FILE
+    ``demo``, read by the weights resolver (:func:`asmlp.hub.load_detector`); ``root``: a folder of demo folders
+    (``<root>/<name>/``) to read instead of ``weights/demo/``. ValueError (one line) for an unknown name, a missing
+    folder or a file that does not fit."""
+    from ..hub.loaders import DETECTOR_PLAN
+    from ..hub.loaders import load_detector as load_located
+    from ..hub.locate import Located
+    from ..hub.native import CONFIG_FILE, WEIGHTS_FILE, read_config
+    from ..hub.resolve import resolve
     from ..paths import show_path
-    from .detection_evaluate import demo_status
     if name not in DEMO_DETECTORS:
         raise ValueError(f'unknown demo detector {name!r}; demo detectors: {", ".join(DEMO_DETECTORS)}')
+    if root is None:
+        got = resolve('detector', name, download=False, sources=[],
+                      plan=replace(DETECTOR_PLAN, folder=False, local=False))
+        if got.status.kind != 'demo':
+            raise ValueError(f'no demo weights for {name} ({got.status.message}; train them: '
+                             f'python -m asmlp train-demo --detectors --model {name})')
+        return got.model, got.status
     folder = demo_detector_folder(name, root)
-    weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
-    if not weights.is_file() or not config_path.is_file():
+    weights, config = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+    if not weights.is_file() or not config.is_file():
         raise ValueError(f'no demo weights for {name} in {show_path(folder)} (train them: '
                          f'python -m asmlp train-demo --detectors --model {name})')
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f'{show_path(config_path)}: not readable JSON ({type(e).__name__})') from None
-    if not isinstance(config, dict) or config.get('model') != name or config.get('kind') != 'demo':
-        raise ValueError(f'{show_path(config_path)}: not the demo weights of {name} (model '
-                         f'{config.get("model") if isinstance(config, dict) else None!r}, kind '
-                         f'{config.get("kind") if isinstance(config, dict) else None!r})')
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = create_detector(name)
-    load_detector_state_dict(model, load_checkpoint(weights))
-    return model.eval(), demo_status(name, show_path(weights), sha256_file(weights))
+    read_config(config, name, kinds=('demo',))
+    from ..checkpoint_io import sha256_file
+    from .detection_evaluate import demo_status
+    loaded = load_located(name, Located(weights, show_path(folder) + '/', 'demo', 'native', config=config))
+    return loaded.model.eval(), demo_status(name, show_path(weights), sha256_file(weights))

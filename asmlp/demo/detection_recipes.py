@@ -50,17 +50,17 @@ class DetectionRecipe:
     grad_clip: float = 10.0
     rpn_samples: int = 256
     rpn_pos_fraction: float = 0.5
-    proposal_nms_pre: int = 1000
-    proposal_max: int = 500
-    rcnn_samples: int = 64
+    proposal_nms_pre: int = 500
+    proposal_max: int = 300
+    rcnn_samples: int = 48
     rcnn_pos_fraction: float = 0.25
     size: tuple[int, int] = SCENE_SIZE
 
 
 # the same scenes in the same order for both; within ~15 minutes each on 2 CPU threads (the model cards say how long)
 DETECTION_RECIPES: dict[str, DetectionRecipe] = {
-    'mask_rcnn_asmlp_nano': DetectionRecipe(steps=1500),
-    'mask_rcnn_swin_nano': DetectionRecipe(steps=1500),
+    'mask_rcnn_asmlp_nano': DetectionRecipe(steps=1200),
+    'mask_rcnn_swin_nano': DetectionRecipe(steps=1200),
 }
 
 

@@ -19,7 +19,7 @@ UNTRAINED_DETECTOR_MESSAGE = 'no weights — untrained, detections are meaningle
 KIND_MESSAGES = {  # kind -> message ({source}: where the weights came from; {note}: pin state or sha256, or '')
     'ade20k': 'ADE20K weights: {source}{note}',
     'imagenet-backbone': 'ImageNet backbone only — head untrained ({source}{note})',
-    'demo': 'demo weights — trained on generated scenes, not ADE20K ({source})',
+    'demo': 'demo weights — trained on generated scenes, not on the real dataset ({source})',
     'imagenet': 'ImageNet-1K weights: {source}{note}',
     'coco': 'COCO weights: {source}{note}',
 }
