@@ -141,20 +141,24 @@ class Engine:
         """Download the weights of the models of ``names`` that will load on ``device`` (not cached, or cached
         without their weights and due for another look), without loading them: :func:`asmlp.hub.prefetch`, with
         its progress (file, MB done / total, MB/s, ETA) passed on. Engines with their own loader skip this."""
-        if not self._resolver:
-            return
-        from ..hub import prefetch
-        from ..zoo import model_entry
+        if self._resolver:
+            from ..hub import prefetch
+            from ..zoo import model_entry
+            self._download(names, device, progress, prefetch, model_entry)
+
+    def _download(self, names, device, progress: Progress, fetch: Callable, entry: Callable) -> None:
+        """``fetch(name, progress=...)`` for each of ``names`` the cache will load on ``device``; a failure is
+        logged (the load reports what is wrong; the request goes on)."""
         for name in names:
             if not self.models.needs_load(name, device):
                 continue
 
             def report(p, name=name):
                 if progress is not None:
-                    progress(p.fraction or 0.0, f'{model_entry(name)["title"]}: {p.text()}')
+                    progress(p.fraction or 0.0, f'{entry(name)["title"]}: {p.text()}')
             try:
-                prefetch(name, progress=report)
-            except Exception as error:  # noqa: BLE001  (the load reports what is wrong; the request goes on)
+                fetch(name, progress=report)
+            except Exception as error:  # noqa: BLE001
                 log.warning('%s: downloading weights failed: %s: %s', name, type(error).__name__, first_line(error))
 
     # -------------------------------------------------------------------------------------------------- the work
@@ -205,21 +209,10 @@ class Engine:
 
     def prefetch_detectors(self, names, device, progress: Progress = None) -> None:
         """As :meth:`prefetch`, for COCO detectors (:func:`asmlp.hub.prefetch_detector`)."""
-        if not self._detector_resolver:
-            return
-        from ..detectors import detector_entry
-        from ..hub import prefetch_detector
-        for name in names:
-            if not self.models.needs_load(name, device):
-                continue
-
-            def report(p, name=name):
-                if progress is not None:
-                    progress(p.fraction or 0.0, f'{detector_entry(name)["title"]}: {p.text()}')
-            try:
-                prefetch_detector(name, progress=report)
-            except Exception as error:  # noqa: BLE001  (the load reports what is wrong; the request goes on)
-                log.warning('%s: downloading weights failed: %s: %s', name, type(error).__name__, first_line(error))
+        if self._detector_resolver:
+            from ..detectors import detector_entry
+            from ..hub import prefetch_detector
+            self._download(names, device, progress, prefetch_detector, detector_entry)
 
     def detect_stream(self, image: np.ndarray, names, device: str = 'auto', precision: str = 'auto',
                       progress: Progress = None, request: Optional[Request] = None) -> Iterator[Detection]:

@@ -10,25 +10,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 from ..models.tta import AUGS
 from ..errors import first_line
-from ..paths import atomic_write
+from .cli_common import add_run_options, error, positive, set_threads, write_json
 
 __all__ = ['register_cli', 'run_evaluate', 'run_predict', 'run_synth']
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be >= 1, got {text}')
-    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -41,27 +32,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', choices=DEVICES, default='auto', help='auto: a CUDA GPU when there is one')
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
                         help='fp32 (default: the reproducible numbers), bf16, fp16 (GPU), auto')
-    parser.add_argument('--short-side', type=_positive, metavar='S',
+    parser.add_argument('--short-side', type=positive, metavar='S',
                         help="test short side (default: the model's own, zoo inference.short_side: 512 for ADE20K "
                              "models, 128 for the demo models); the scale is (4S, S), MS scales are that x r")
-    parser.add_argument('--threads', type=_positive, metavar='N',
+    parser.add_argument('--threads', type=positive, metavar='N',
                         help='torch intra-op threads per process (default: torch\'s, $OMP_NUM_THREADS; torchrun '
                              'sets 1 per process)')
-
-
-def _set_threads(args: argparse.Namespace) -> None:
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-
-
-def _error(message: str) -> int:
-    rank = os.environ.get('RANK')
-    world = os.environ.get('WORLD_SIZE', '1')
-    prefix = f'error (rank {rank} of {world})' if rank and world != '1' \
-        else 'error'
-    print(f'{prefix}: {message}', file=sys.stderr, flush=True)
-    return 2
 
 
 def _fmt(value) -> str:
@@ -83,11 +59,6 @@ def format_table(report: dict) -> str:
     return '\n'.join(rows)
 
 
-def _write_json(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + '\n'))
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..engine.devices import check_model_names, resolve_device, resolve_precision
     from .dataset import ADE20KFolder, BadSample, DataError
@@ -101,9 +72,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ValueError('--resume needs --out FILE.json (the per-image sums are kept in FILE.json.parts/)')
         data = ADE20KFolder(args.data)
     except (ValueError, DataError) as e:
-        return _error(str(e))
+        return error(str(e))
     procs, device = start(device, args.dist_timeout)
-    _set_threads(args)
+    set_threads(args)
     options = EvalOptions(aug=args.aug, limit=args.limit, precision=precision, allow_untrained=args.allow_untrained,
                           skip_bad=args.skip_bad, resume=args.resume, out=args.out,
                           save_predictions=args.save_predictions, progress=not args.no_progress,
@@ -115,14 +86,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_models(names, data, options, procs, device)
     except (BadSample, Refused, ValueError, OSError) as e:  # bad data, refused weights, --resume mismatch, disk
         hint = ' (--skip-bad skips and lists such samples)' if isinstance(e, BadSample) else ''
-        return _error(f'{e}{hint}')
+        return error(f'{e}{hint}')
     except RuntimeError as e:  # a failing shard (an injected fault), a collective that timed out or lost a peer
         lost = ' (another process failed, died or hung: see its message above)' if procs.distributed else ''
-        return _error(f'{first_line(e)}{lost}')
+        return error(f'{first_line(e)}{lost}')
     if procs.main:
         print(format_table(report), flush=True)
         if args.out is not None:
-            _write_json(args.out, report)
+            write_json(args.out, report)
             print(f'wrote {args.out}')
     procs.close()
     return 0
@@ -156,11 +127,11 @@ def run_predict(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         precision = resolve_precision(args.precision, device)
     except ValueError as e:
-        return _error(str(e))
-    _set_threads(args)
+        return error(str(e))
+    set_threads(args)
     images = _images_of(args.inputs)
     if not images:
-        return _error(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
+        return error(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
     failed = 0
     for name in names:
         model, status = load_pretrained(name)
@@ -203,11 +174,11 @@ def run_predict_instances(args: argparse.Namespace) -> int:
         if not 0.0 <= args.score_threshold <= 1.0:
             raise ValueError(f'--score-threshold must be within 0..1, got {args.score_threshold}')
     except ValueError as e:
-        return _error(str(e))
-    _set_threads(args)
+        return error(str(e))
+    set_threads(args)
     images = _images_of(args.inputs)
     if not images:
-        return _error(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
+        return error(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
     failed = 0
     models = ModelCache(load_detector, max_models=1)
     for name in names:
@@ -225,7 +196,7 @@ def run_predict_instances(args: argparse.Namespace) -> int:
             if not done:
                 print(f'{name}: {result.status.message}', flush=True)
             record = {'image': str(path), **detection_record(result, args.score_threshold)}
-            _write_json(out / f'{path.stem}.json', record)
+            write_json(out / f'{path.stem}.json', record)
             Image.fromarray(overlay(image, result.instances, args.score_threshold)).save(
                 out / f'{path.stem}_overlay.png')
             done += 1
@@ -239,7 +210,7 @@ def run_synth(args: argparse.Namespace) -> int:
     try:
         names = write_synthetic_ade20k(args.dir, args.count, args.seed, args.heldout, args.size)
     except ValueError as e:
-        return _error(str(e))
+        return error(str(e))
     print(f'wrote {len(names)} scenes to {args.dir}/images/validation and annotations/validation')
     return 0
 
@@ -254,7 +225,7 @@ def register_cli(subparsers) -> None:
     ev.add_argument('--data', type=Path, required=True, metavar='DIR',
                     help='unzipped ADEChallengeData2016 (images/validation/*.jpg, annotations/validation/*.png)')
     _common(ev)
-    ev.add_argument('--limit', type=_positive, metavar='N', help='only the first N images (by name)')
+    ev.add_argument('--limit', type=positive, metavar='N', help='only the first N images (by name)')
     ev.add_argument('--out', type=Path, metavar='FILE.json', help='the report (and FILE.json.parts/: per-image sums)')
     ev.add_argument('--save-predictions', type=Path, metavar='DIR',
                     help='write DIR/<model>/<image>.png label maps (1..150, the annotation encoding)')
@@ -262,9 +233,7 @@ def register_cli(subparsers) -> None:
                     help='evaluate models without trained segmentation weights too')
     ev.add_argument('--skip-bad', action='store_true', help='skip and list bad samples instead of stopping')
     ev.add_argument('--resume', action='store_true', help='reuse the per-image sums of an interrupted run (--out)')
-    ev.add_argument('--dist-timeout', type=float, default=1800.0, metavar='SECONDS',
-                    help='torchrun: timeout of the process group\'s collectives (1800)')
-    ev.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_run_options(ev)
     ev.set_defaults(func=run_evaluate)
 
     pr = subparsers.add_parser('predict', help='label PNG, colour mask and overlay per image and model',
@@ -287,9 +256,9 @@ def register_cli(subparsers) -> None:
                                description='Write generated scenes (asmlp.synthetic) as images/validation/*.jpg and '
                                            'annotations/validation/*.png (ids 1..150, 0 = other).')
     sy.add_argument('dir', type=Path, metavar='DIR')
-    sy.add_argument('--count', type=_positive, metavar='N', help='scenes (16; --heldout: 64, the recorded set)')
+    sy.add_argument('--count', type=positive, metavar='N', help='scenes (16; --heldout: 64, the recorded set)')
     sy.add_argument('--seed', type=int, default=0, metavar='S')
     sy.add_argument('--heldout', action='store_true',
                     help="the held-out scenes behind the demo models' recorded heldout.miou")
-    sy.add_argument('--size', type=_positive, default=128, help='scene side in pixels (128)')
+    sy.add_argument('--size', type=positive, default=128, help='scene side in pixels (128)')
     sy.set_defaults(func=run_synth)

@@ -8,30 +8,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 from ..errors import first_line
-from ..paths import atomic_write
+from .cli_common import add_run_options, error, positive, set_threads, write_json
 
 __all__ = ['register_cli', 'run_evaluate_coco', 'run_synth_coco', 'format_table']
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be >= 1, got {text}')
-    return value
-
-
-def _error(message: str) -> int:
-    rank, world = os.environ.get('RANK'), os.environ.get('WORLD_SIZE', '1')
-    prefix = f'error (rank {rank} of {world})' if rank and world != '1' else 'error'
-    print(f'{prefix}: {message}', file=sys.stderr, flush=True)
-    return 2
 
 
 def _fmt(value) -> str:
@@ -63,11 +47,6 @@ def format_table(report: dict) -> str:
     return '\n'.join(rows)
 
 
-def _write_json(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + '\n'))
-
-
 def run_evaluate_coco(args: argparse.Namespace, provider=None) -> int:
     """The ``evaluate-coco`` command; ``provider`` (``name -> (detector, status)``) replaces the zoo's detectors."""
     from ..engine.devices import resolve_device, resolve_precision
@@ -82,11 +61,9 @@ def run_evaluate_coco(args: argparse.Namespace, provider=None) -> int:
         precision = resolve_precision(args.precision, device)
         data = CocoFolder(args.data)
     except ValueError as e:  # unknown names, device / precision, a folder or file that is not COCO
-        return _error(first_line(e))
+        return error(first_line(e))
     procs, device = start(device, args.dist_timeout)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     options = CocoOptions(limit=args.limit, precision=precision, allow_untrained=args.allow_untrained,
                           progress=not args.no_progress, save_results=args.save_results)
     if procs.main:
@@ -95,14 +72,14 @@ def run_evaluate_coco(args: argparse.Namespace, provider=None) -> int:
     try:
         report: Optional[dict] = evaluate_detectors(names, data, options, procs, device, provider or zoo_detector)
     except (BadSample, Refused, ValueError, OSError) as e:  # bad data, refused weights, a wrong prediction, disk
-        return _error(first_line(e))
+        return error(first_line(e))
     except RuntimeError as e:  # a failing shard (an injected fault), a collective that timed out or lost a peer
         lost = ' (another process failed, died or hung: see its message above)' if procs.distributed else ''
-        return _error(f'{first_line(e)}{lost}')
+        return error(f'{first_line(e)}{lost}')
     if report is not None:
         print(format_table(report), flush=True)
         if args.out is not None:
-            _write_json(args.out, report)
+            write_json(args.out, report)
             print(f'wrote {args.out}')
     procs.close()
     return 0
@@ -113,7 +90,7 @@ def run_synth_coco(args: argparse.Namespace) -> int:
     try:
         dataset = write_synthetic_coco(args.dir, args.count, args.seed, tuple(args.size))
     except ValueError as e:
-        return _error(str(e))
+        return error(str(e))
     print(f'wrote {len(dataset["images"])} scenes with {len(dataset["annotations"])} objects to {args.dir}/val2017 '
           f'and {args.dir}/annotations/instances_val2017.json')
     return 0
@@ -131,7 +108,7 @@ def register_cli(subparsers) -> None:
     ev.add_argument('--data', type=Path, required=True, metavar='DIR',
                     help='a folder with val2017/*.jpg and annotations/instances_val2017.json')
     ev.add_argument('--models', nargs='+', required=True, metavar='NAME', help='COCO detector names')
-    ev.add_argument('--limit', type=_positive, metavar='N', help='only the first N images (annotation file order)')
+    ev.add_argument('--limit', type=positive, metavar='N', help='only the first N images (annotation file order)')
     ev.add_argument('--out', type=Path, metavar='FILE.json', help='write the report here')
     ev.add_argument('--save-results', type=Path, metavar='DIR',
                     help='write DIR/<model>.bbox.json and DIR/<model>.segm.json (COCO results format)')
@@ -139,18 +116,16 @@ def register_cli(subparsers) -> None:
     ev.add_argument('--device', choices=DEVICES, default='auto', help='auto: a CUDA GPU when there is one')
     ev.add_argument('--precision', choices=PRECISIONS, default='fp32',
                     help='fp32 (default: the reproducible numbers), bf16, fp16 (GPU), auto')
-    ev.add_argument('--threads', type=_positive, metavar='N', help='torch intra-op threads per process')
-    ev.add_argument('--dist-timeout', type=float, default=1800.0, metavar='SECONDS',
-                    help='torchrun: timeout of the process group\'s collectives (1800)')
-    ev.add_argument('--no-progress', action='store_true', help='no progress bar')
+    ev.add_argument('--threads', type=positive, metavar='N', help='torch intra-op threads per process')
+    add_run_options(ev)
     ev.set_defaults(func=run_evaluate_coco)
 
     sy = subparsers.add_parser('synth-coco', help='generated scenes with instance masks in the COCO layout',
                                description='Write generated scenes with objects of COCO\'s 80 categories (ids 1..90 '
                                            'with gaps) as val2017/*.jpg and annotations/instances_val2017.json.')
     sy.add_argument('dir', type=Path, metavar='DIR')
-    sy.add_argument('--count', type=_positive, default=8, metavar='N', help='scenes (8)')
+    sy.add_argument('--count', type=positive, default=8, metavar='N', help='scenes (8)')
     sy.add_argument('--seed', type=int, default=0, metavar='S')
-    sy.add_argument('--size', nargs=2, type=_positive, default=(120, 160), metavar=('H', 'W'),
+    sy.add_argument('--size', nargs=2, type=positive, default=(120, 160), metavar=('H', 'W'),
                     help='scene height and width in pixels (120 160)')
     sy.set_defaults(func=run_synth_coco)
