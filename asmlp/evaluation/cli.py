@@ -109,6 +109,20 @@ def _images_of(paths: list[Path]) -> list[Path]:
     return found
 
 
+def _predict_inputs(args: argparse.Namespace, check_names) -> tuple[list[str], object, str, list[Path]]:
+    """``predict``'s checked names (``check_names``), device, precision and image files; torch threads set.
+    ValueError (one line) for bad names, device, precision, or no images."""
+    from ..engine.devices import resolve_device, resolve_precision
+    names = check_names(args.models)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    images = _images_of(args.inputs)
+    if not images:
+        raise ValueError(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
+    set_threads(args)
+    return names, device, precision, images
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Label PNG (annotation encoding 1..150), colour mask and overlay per image and model; ``--task instances``:
     :func:`run_predict_instances`."""
@@ -120,18 +134,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from .. import load_pretrained, viz
     from ..models.tta import segment
     from ..precision import autocast
-    from ..engine.devices import check_model_names, resolve_device, resolve_precision
+    from ..engine.devices import check_model_names
     from .dataset import BadSample, encode_labels, read_image
     try:
-        names = check_model_names(args.models)
-        device = resolve_device(args.device)
-        precision = resolve_precision(args.precision, device)
+        names, device, precision, images = _predict_inputs(args, check_model_names)
     except ValueError as e:
         return error(str(e))
-    set_threads(args)
-    images = _images_of(args.inputs)
-    if not images:
-        return error(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
     failed = 0
     for name in names:
         model, status = load_pretrained(name)
@@ -164,21 +172,14 @@ def run_predict_instances(args: argparse.Namespace) -> int:
     from ..engine.cache import ModelCache, load_detector
     from ..engine.choices import check_detector_names
     from ..engine.detect import detect_one
-    from ..engine.devices import resolve_device, resolve_precision
     from .dataset import BadSample, read_image
     from .detections import detection_record, overlay
     try:
-        names = check_detector_names(args.models)
-        device = resolve_device(args.device)
-        precision = resolve_precision(args.precision, device)
         if not 0.0 <= args.score_threshold <= 1.0:
             raise ValueError(f'--score-threshold must be within 0..1, got {args.score_threshold}')
+        names, device, precision, images = _predict_inputs(args, check_detector_names)
     except ValueError as e:
         return error(str(e))
-    set_threads(args)
-    images = _images_of(args.inputs)
-    if not images:
-        return error(f'no images in {", ".join(map(str, args.inputs))} ({", ".join(IMAGE_SUFFIXES)})')
     failed = 0
     models = ModelCache(load_detector, max_models=1)
     for name in names:
